@@ -1,0 +1,343 @@
+"""Settings: command-line flags, ``BATCHYARD_*`` environment variables and a TOML file.
+
+Precedence is flag, then environment, then file, then default. The file holds server
+limits and the model routes::
+
+    public_url = "https://batches.example.com"
+
+    [batches]
+    max_requests = 100000      # per batch
+    max_bytes = 268435456      # per create body
+    ttl = 86400                # seconds until a batch expires
+    archive_after = 2505600    # seconds after creation when results go away
+
+    [engine]
+    concurrency = 512
+
+    [rate_limits]              # for callers with API keys
+    requests_per_minute = 6000 # per key
+    max_queued_requests = 500000
+
+    [rate_limits.workspaces.research]
+    requests_per_minute = 100
+
+    [[models]]
+    id = "slow-model"          # an exact model name, a glob pattern, or "*"
+    backend = "simulator"
+    latency_ms = 150           # backend options sit in the same table
+
+Routes are matched exact names first, then patterns in file order. A file that does not
+parse, or names an unknown key, backend or option, is refused with its path, line and key.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_DATABASE_URL = "sqlite:///batchyard.db"
+DAY = 86_400.0
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchLimits(_Strict):
+    max_requests: int = 100_000
+    max_bytes: int = 256 * 1024 * 1024
+    ttl: float = DAY
+    archive_after: float = 29 * DAY
+
+
+class EngineSettings(_Strict):
+    concurrency: int = Field(default=512, ge=1)  # requests in hand per engine (above route limits keeps them full)
+    lease: float = Field(default=60.0, gt=0)  # seconds a claim stays valid without a heartbeat
+    claim_chunk: int = Field(default=512, ge=1)
+    poll_interval: float = Field(default=5.0, gt=0)  # idle database poll, the backstop behind wake-ups
+    sweep_interval: float = Field(default=5.0, gt=0)  # lease recovery, expiry, cancellation, archiving
+    shutdown_grace: float = Field(default=5.0, ge=0)  # seconds in-flight requests get to finish on shutdown
+    retry_base: float = Field(default=1.0, ge=0)  # first retry delay (seconds), doubling per attempt
+    retry_cap: float = Field(default=60.0, ge=0)  # longest delay between attempts
+
+
+class WorkspaceLimits(_Strict):
+    requests_per_minute: int | None = Field(default=None, ge=0)  # per key; 0: no limit
+    max_queued_requests: int | None = Field(default=None, ge=0)  # requests in unfinished batches; 0: no cap
+
+
+class RateLimits(_Strict):
+    """Limits for callers with API keys (open mode has none). ``workspaces`` overrides them
+    per workspace name."""
+
+    requests_per_minute: int = Field(default=6000, ge=0)
+    max_queued_requests: int = Field(default=500_000, ge=0)
+    workspaces: dict[str, WorkspaceLimits] = Field(default_factory=dict)
+
+    def for_workspace(self, name: str) -> tuple[int, int]:
+        own = self.workspaces.get(name)
+        rpm = own.requests_per_minute if own and own.requests_per_minute is not None else self.requests_per_minute
+        queued = own.max_queued_requests if own and own.max_queued_requests is not None else self.max_queued_requests
+        return rpm, queued
+
+
+class ServerLimits(_Strict):
+    max_message_bytes: int = 32 * 1024 * 1024
+    stream_ping_interval: float = 10.0  # seconds of silence in a stream before a ping
+    header_timeout: float = Field(default=10.0, gt=0)  # seconds to receive a request's headers
+    body_timeout: float = Field(default=30.0, gt=0)  # seconds of silence allowed while a body arrives
+
+
+# Keys every route understands, whatever its backend.
+ROUTE_KEYS = {
+    "id",
+    "backend",
+    "display_name",
+    "created_at",
+    "max_tokens",
+    "max_input_tokens",
+    "max_concurrency",
+    "max_attempts",
+}
+
+
+@dataclass
+class Route:
+    """One ``[[models]]`` table: which model names go to which backend, with what options."""
+
+    id: str
+    backend: str
+    options: dict[str, Any]
+    display_name: str | None = None
+    created_at: str | None = None
+    max_tokens: int | None = None
+    max_input_tokens: int | None = None
+    max_concurrency: int | None = None  # calls in flight to this route; None: the engine's bound
+    max_attempts: int = 3  # tries of a batch line on retryable backend errors
+    index: int = 0
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.id for c in "*?[")
+
+    def matches(self, model: str) -> bool:
+        return fnmatch.fnmatchcase(model, self.id) if self.is_pattern else model == self.id
+
+
+def default_routes() -> list[Route]:
+    """With no config file: the bundled SmolLM2 by name when its packages are installed,
+    and the simulator for every other model name."""
+    from .backends.llamacpp import BUNDLED_MODEL_ID, bundled_model_path, llamacpp_available
+
+    routes = []
+    path = bundled_model_path()
+    if path is not None and llamacpp_available():
+        routes.append(
+            Route(
+                id=BUNDLED_MODEL_ID,
+                backend="llamacpp",
+                options={"model_path": str(path)},
+                display_name="SmolLM2 135M Instruct (bundled, runs locally)",
+                max_tokens=2048,
+                max_input_tokens=2048,
+            )
+        )
+    routes.append(Route(id="*", backend="simulator", options={}))
+    return routes
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = DEFAULT_DATABASE_URL
+    public_url: str | None = None
+    config_path: Path | None = None
+    batches: BatchLimits = field(default_factory=BatchLimits)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    routes: list[Route] = field(default_factory=default_routes)
+    require_keys: bool = False
+
+    def route_for(self, model: str) -> Route | None:
+        for route in self.routes:
+            if not route.is_pattern and route.id == model:
+                return route
+        for route in self.routes:
+            if route.is_pattern and route.matches(model):
+                return route
+        return None
+
+
+# -- loading -----------------------------------------------------------------------
+
+_TOP_LEVEL = {"public_url", "database_url", "batches", "engine", "limits", "rate_limits", "models"}
+
+
+def _key_line(text: str, table: str | None, key: str, occurrence: int = 0) -> int | None:
+    """The 1-based line where ``key`` is set in ``table`` (its ``occurrence``-th copy for
+    arrays of tables), the table's header line when the key is not written there, or None."""
+    key_re = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*=") if key else None
+    current: tuple[str, int] | None = None
+    copies: dict[str, int] = {}
+    header_line = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            name = stripped.split("#", 1)[0].strip().strip("[]").strip()
+            copies[name] = copies.get(name, -1) + 1
+            current = (name, copies[name])
+            if table is not None and current == (table, occurrence):
+                header_line = number
+            continue
+        here = current is None if table is None else current == (table, occurrence)
+        if here and key_re is not None and key_re.match(line):
+            return number
+    return header_line
+
+
+def _fail(path: Path, text: str, table: str | None, key: str, message: str, occurrence: int = 0) -> ConfigError:
+    line = _key_line(text, table, key, occurrence)
+    where = f"{path}:{line}" if line else str(path)
+    shown = f"[{table}].{key}" if table and table != "models" else (f"models[{occurrence}].{key}" if table else key)
+    return ConfigError(f"{where}: {shown}: {message}")
+
+
+def _validate_section(path: Path, text: str, name: str, model: type[BaseModel], data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise _fail(path, text, None, name, "must be a table")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else name
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise _fail(path, text, name, key, message) from None
+
+
+def load_config_file(path: Path, settings: Settings) -> None:
+    """Read a TOML config into ``settings`` (in place); raise ConfigError on any problem."""
+    from .backends import registry  # backends know their own options
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+    for key in data:
+        if key not in _TOP_LEVEL:
+            raise _fail(path, text, None, key, f"unknown key (known: {', '.join(sorted(_TOP_LEVEL))})")
+    if "public_url" in data:
+        if not isinstance(data["public_url"], str):
+            raise _fail(path, text, None, "public_url", "must be a string")
+        settings.public_url = data["public_url"]
+    if "database_url" in data:
+        if not isinstance(data["database_url"], str):
+            raise _fail(path, text, None, "database_url", "must be a string")
+        settings.database_url = data["database_url"]
+    if "batches" in data:
+        settings.batches = _validate_section(path, text, "batches", BatchLimits, data["batches"])
+    if "engine" in data:
+        settings.engine = _validate_section(path, text, "engine", EngineSettings, data["engine"])
+    if "limits" in data:
+        settings.limits = _validate_section(path, text, "limits", ServerLimits, data["limits"])
+    if "rate_limits" in data:
+        settings.rate_limits = _validate_section(path, text, "rate_limits", RateLimits, data["rate_limits"])
+    if "models" in data:
+        tables = data["models"]
+        if not isinstance(tables, list):
+            raise _fail(path, text, None, "models", "must be an array of tables: write [[models]]")
+        settings.routes = [_parse_route(path, text, i, table, registry) for i, table in enumerate(tables)]
+
+
+def _parse_route(path: Path, text: str, index: int, table: Any, registry: Any) -> Route:
+    def fail(key: str, message: str) -> ConfigError:
+        return _fail(path, text, "models", key, message, occurrence=index)
+
+    if not isinstance(table, dict):
+        raise fail("", "must be a table")
+    for key in ("id", "backend"):
+        if key not in table:
+            raise fail(key, "required key is missing")
+        if not isinstance(table[key], str) or not table[key]:
+            raise fail(key, "must be a non-empty string")
+    backend = table["backend"]
+    if backend not in registry.BACKENDS:
+        raise fail("backend", f"unknown backend {backend!r} (known: {', '.join(sorted(registry.BACKENDS))})")
+    options = {k: v for k, v in table.items() if k not in ROUTE_KEYS}
+    try:
+        checked = registry.BACKENDS[backend].options_model.model_validate(options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "backend"
+        if err["type"] == "extra_forbidden":
+            known = sorted(ROUTE_KEYS | set(registry.BACKENDS[backend].options_model.model_fields))
+            raise fail(key, f"unknown option for backend {backend!r} (known: {', '.join(known)})") from None
+        raise fail(key, err["msg"]) from None
+    for key, kind in (("display_name", str), ("created_at", str)):
+        if key in table and not isinstance(table[key], kind):
+            raise fail(key, "must be a string")
+    for key in ("max_tokens", "max_input_tokens", "max_concurrency", "max_attempts"):
+        if key in table and (not isinstance(table[key], int) or isinstance(table[key], bool) or table[key] < 1):
+            raise fail(key, "must be a positive integer")
+    return Route(
+        id=table["id"],
+        backend=backend,
+        options=checked.model_dump(),
+        display_name=table.get("display_name"),
+        created_at=table.get("created_at"),
+        max_tokens=table.get("max_tokens"),
+        max_input_tokens=table.get("max_input_tokens"),
+        max_concurrency=table.get("max_concurrency"),
+        max_attempts=table.get("max_attempts", 3),
+        index=index,
+    )
+
+
+def load_settings(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    database_url: str | None = None,
+    config_path: str | Path | None = None,
+    public_url: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build settings from flags (None when not given), the environment and the config file."""
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    path = config_path or env.get("BATCHYARD_CONFIG")
+    if path:
+        settings.config_path = Path(path)
+        load_config_file(settings.config_path, settings)
+    if env.get("BATCHYARD_DATABASE_URL"):
+        settings.database_url = env["BATCHYARD_DATABASE_URL"]
+    if env.get("BATCHYARD_PUBLIC_URL"):
+        settings.public_url = env["BATCHYARD_PUBLIC_URL"]
+    if database_url:
+        settings.database_url = database_url
+    if public_url:
+        settings.public_url = public_url
+    if host:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    if settings.public_url:
+        settings.public_url = settings.public_url.rstrip("/")
+    return settings

@@ -1,0 +1,1 @@
+"""Wire models, validation, ids, timestamps and SSE framing. Pure: no I/O."""

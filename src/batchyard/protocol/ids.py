@@ -1,0 +1,69 @@
+"""Object identifiers in Anthropic's shape: ``<prefix>_01`` followed by 22 base58 characters.
+
+Batch ids are time-ordered (a 48-bit millisecond clock in the high bits, 80 random bits
+below), so ordering by id is ordering by creation time, and a cursor that names a batch
+which no longer exists still marks a position in the list. The base58 alphabet is in
+ASCII order, so fixed-width ids compare as strings the way their numbers compare.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import secrets
+import time
+
+BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_TAIL_LENGTH = 22  # 58**22 > 2**128
+_BASE58_CHARS = f"[{re.escape(BASE58_ALPHABET)}]"
+
+BATCH_PREFIX = "msgbatch_"
+MESSAGE_PREFIX = "msg_"
+TOOL_USE_PREFIX = "toolu_"
+REQUEST_PREFIX = "req_"
+
+BATCH_ID_PATTERN = re.compile(rf"^{BATCH_PREFIX}01{_BASE58_CHARS}{{{_TAIL_LENGTH}}}$")
+
+
+def _base58(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, rem = divmod(number, 58)
+        chars.append(BASE58_ALPHABET[rem])
+    if number:
+        raise ValueError("number does not fit the width")
+    return "".join(reversed(chars))
+
+
+_fast = random.Random(secrets.randbits(128))
+
+
+def _random_tail() -> str:
+    # Message, tool-use and request ids only need to be unique, not unguessable, and are
+    # made on every request: a seeded PRNG spares a system call each. Batch ids (which name
+    # stored data) keep the operating system's randomness.
+    return _base58(_fast.getrandbits(128), _TAIL_LENGTH)
+
+
+def new_batch_id(now_ms: int | None = None) -> str:
+    """A new batch id whose sort order follows its creation time."""
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
+    number = ((now_ms & ((1 << 48) - 1)) << 80) | secrets.randbits(80)
+    return f"{BATCH_PREFIX}01{_base58(number, _TAIL_LENGTH)}"
+
+
+def new_message_id() -> str:
+    return f"{MESSAGE_PREFIX}01{_random_tail()}"
+
+
+def new_tool_use_id() -> str:
+    return f"{TOOL_USE_PREFIX}01{_random_tail()}"
+
+
+def new_request_id() -> str:
+    return f"{REQUEST_PREFIX}01{_random_tail()}"
+
+
+def is_batch_id(value: str) -> bool:
+    return BATCH_ID_PATTERN.match(value) is not None
