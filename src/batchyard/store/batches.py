@@ -1,0 +1,572 @@
+"""Every SQL statement about batches and their requests, one method per transaction.
+
+State transitions are decided by the lifecycle (``batchyard.batches``); this module
+only knows how to make each one atomic. The rules it enforces in SQL:
+
+* a request's result is written only by its current lease holder: the UPDATE matches
+  the lease owner *and* the attempt number it claimed (a fence against its own past);
+* a batch is finalized (``ended``, counts, ``ended_at``) in the same transaction as its
+  last open request, and exactly once: the UPDATE matches ``processing_status <> 'ended'``
+  and, on PostgreSQL, runs while holding the batch row's lock, so two workers finishing
+  the last two requests at once cannot both miss (or both take) the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, delete, exists, func, insert, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..protocol.batch_create import BatchLine
+from .database import Database
+from .schema import OPEN_STATES, RequestState, batch_requests, batches
+
+R = batch_requests
+B = batches
+
+
+QUEUE_LOCK_SPACE = 0x62797175  # "byqu": advisory locks (space, workspace hash) for queue caps
+
+
+class QueueFull(Exception):
+    """The workspace's queue of unfinished batch requests would pass its cap."""
+
+    def __init__(self, queued: int, adding: int, limit: int) -> None:
+        super().__init__(f"{queued} queued + {adding} > {limit}")
+        self.queued, self.adding, self.limit = queued, adding, limit
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    id: str
+    workspace_id: str
+    api_version: str
+    processing_status: str
+    request_count: int
+    succeeded: int
+    errored: int
+    canceled: int
+    expired: int
+    created_at: int
+    expires_at: int
+    ended_at: int | None
+    cancel_initiated_at: int | None
+    archived_at: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> BatchRecord:
+        return cls(**row._mapping)
+
+
+@dataclass(slots=True)
+class ClaimedRequest:
+    batch_id: str
+    idx: int
+    custom_id: str
+    params: bytes
+    attempts: int  # the fence: this claim's attempt number
+    api_version: str
+    expires_at: int
+
+
+@dataclass(slots=True)
+class FinishedRequest:
+    """A terminal outcome for a claimed request (or a retry to schedule, when
+    ``state`` is PENDING and ``next_attempt_at`` is set)."""
+
+    batch_id: str
+    idx: int
+    attempts: int
+    state: RequestState
+    result: bytes | None
+    next_attempt_at: int = 0
+
+
+@dataclass(slots=True)
+class QueueFigures:
+    requests_by_state: dict[str, int]
+    pending: int
+    batches: dict[str, int]
+
+
+@dataclass(slots=True)
+class ResultRow:
+    idx: int
+    custom_id: str
+    state: int
+    result: bytes | None
+
+
+_BATCH_COLUMNS = [c for c in B.c]
+
+
+def _picked(query: Any) -> Any:
+    """Rows chosen once, then acted on. As a plain ``IN (subquery)`` PostgreSQL may run a
+    LIMIT ... FOR UPDATE SKIP LOCKED subquery again for every candidate row, each time
+    skipping the rows the last run locked, and so take far more than LIMIT rows. A
+    materialized CTE runs it exactly once (SQLite reads the syntax the same way)."""
+    return query.cte("picked").prefix_with("MATERIALIZED")
+
+
+class BatchStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- batches -----------------------------------------------------------------------
+
+    async def create_batch(
+        self, record: BatchRecord, chunks: AsyncIterator[list[BatchLine]], *, queue_limit: int | None = None
+    ) -> int:
+        """Insert a batch and all its requests in one transaction; return the count.
+
+        ``chunks`` may raise (a bad body found late): then nothing is written. With a
+        ``queue_limit``, the workspace's unfinished requests plus these may not exceed it."""
+        async with self.db.write() as conn:
+            count = 0
+            insert_requests = insert(R)
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                await conn.execute(
+                    insert_requests,
+                    [
+                        {
+                            "batch_id": record.id,
+                            "idx": line.index,
+                            "custom_id": line.custom_id,
+                            "model": line.model,
+                            "params": line.params,
+                        }
+                        for line in chunk
+                    ],
+                )
+                count += len(chunk)
+            if queue_limit is not None:
+                if self.db.is_postgres:
+                    # Creates in one workspace take turns from here to commit: otherwise two
+                    # could each count the queue without the other's batch and both pass.
+                    await conn.execute(
+                        select(func.pg_advisory_xact_lock(QUEUE_LOCK_SPACE, func.hashtext(record.workspace_id)))
+                    )
+                queued = (
+                    await conn.execute(
+                        select(func.coalesce(func.sum(B.c.request_count), 0)).where(
+                            B.c.workspace_id == record.workspace_id, B.c.processing_status != "ended"
+                        )
+                    )
+                ).scalar_one()
+                if queued + count > queue_limit:
+                    raise QueueFull(int(queued), count, queue_limit)
+            values = {name: getattr(record, name) for name in BatchRecord.__slots__}
+            values["request_count"] = count
+            await conn.execute(insert(B).values(**values))
+            record.request_count = count
+            return count
+
+    async def get_batch(self, batch_id: str, workspace_id: str) -> BatchRecord | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(select(*_BATCH_COLUMNS).where(B.c.id == batch_id, B.c.workspace_id == workspace_id))
+            ).first()
+        return None if row is None else BatchRecord.from_row(row)
+
+    async def list_batches(
+        self, workspace_id: str, limit: int, after_id: str | None, before_id: str | None
+    ) -> tuple[list[BatchRecord], bool]:
+        """Newest first. ``after_id``: the page just older than it; ``before_id``: the page
+        just newer than it. Returns the page and whether more lie beyond it."""
+        query = select(*_BATCH_COLUMNS).where(B.c.workspace_id == workspace_id)
+        if after_id is not None:
+            query = query.where(B.c.id < after_id)
+        if before_id is not None:
+            query = query.where(B.c.id > before_id)
+        backwards = before_id is not None and after_id is None
+        query = query.order_by(B.c.id.asc() if backwards else B.c.id.desc()).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if backwards:
+            rows.reverse()
+        return [BatchRecord.from_row(r) for r in rows], has_more
+
+    async def cancel_batch(self, batch_id: str, workspace_id: str, now: int) -> BatchRecord | None:
+        """Move an in-progress batch to canceling; return the batch as it now stands."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(B)
+                .where(B.c.id == batch_id, B.c.workspace_id == workspace_id, B.c.processing_status == "in_progress")
+                .values(processing_status="canceling", cancel_initiated_at=now)
+            )
+            row = (
+                await conn.execute(select(*_BATCH_COLUMNS).where(B.c.id == batch_id, B.c.workspace_id == workspace_id))
+            ).first()
+        return None if row is None else BatchRecord.from_row(row)
+
+    async def delete_batch(self, batch_id: str, workspace_id: str) -> str:
+        """Delete an ended batch and its requests. Returns 'deleted', 'missing' or the
+        batch's status when it has not ended."""
+        async with self.db.write() as conn:
+            status = (
+                await conn.execute(
+                    select(B.c.processing_status)
+                    .where(B.c.id == batch_id, B.c.workspace_id == workspace_id)
+                    .with_for_update()
+                )
+            ).scalar()
+            if status is None:
+                return "missing"
+            if status != "ended":
+                return status
+            await conn.execute(delete(R).where(R.c.batch_id == batch_id))
+            await conn.execute(delete(B).where(B.c.id == batch_id))
+            return "deleted"
+
+    async def result_rows(self, batch_id: str, after_idx: int, limit: int) -> list[ResultRow]:
+        """One page of a batch's results, in submission order, for streaming out."""
+        query = (
+            select(R.c.idx, R.c.custom_id, R.c.state, R.c.result)
+            .where(R.c.batch_id == batch_id, R.c.idx > after_idx)
+            .order_by(R.c.idx)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [ResultRow(*row) for row in rows]
+
+    # -- the work queue ----------------------------------------------------------------
+
+    async def state_counts(self, batch_id: str) -> dict[RequestState, int]:
+        """Requests of one batch by state, live (the API shows these only at the end)."""
+        query = select(R.c.state, func.count()).where(R.c.batch_id == batch_id).group_by(R.c.state)
+        async with self.db.read() as conn:
+            return {RequestState(state): n for state, n in await conn.execute(query)}
+
+    async def finished_rows(
+        self, batch_id: str, states: Sequence[RequestState], after_idx: int, limit: int
+    ) -> list[ResultRow]:
+        query = (
+            select(R.c.idx, R.c.custom_id, R.c.state, R.c.result)
+            .where(R.c.batch_id == batch_id, R.c.state.in_([int(s) for s in states]), R.c.idx > after_idx)
+            .order_by(R.c.idx)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return [ResultRow(*row) for row in await conn.execute(query)]
+
+    async def claimable_batches(self, now: int) -> list[tuple[str, str, int]]:
+        """In-progress batches with a request ready to run: (id, api_version, expires_at),
+        oldest first."""
+        ready = exists().where(
+            R.c.batch_id == B.c.id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= now
+        )
+        query = (
+            select(B.c.id, B.c.api_version, B.c.expires_at)
+            .where(B.c.processing_status == "in_progress", ready)
+            .order_by(B.c.id)
+        )
+        async with self.db.read() as conn:
+            return [(row.id, row.api_version, row.expires_at) for row in await conn.execute(query)]
+
+    async def claim(
+        self, batch: tuple[str, str, int], owner: str, limit: int, now: int, lease_until: int
+    ) -> list[ClaimedRequest]:
+        """Lease up to ``limit`` ready requests of one in-progress batch."""
+        batch_id, api_version, expires_at = batch
+        picked = _picked(
+            select(R.c.batch_id, R.c.idx)
+            .where(R.c.batch_id == batch_id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= now)
+            .order_by(R.c.idx)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        still_in_progress = exists().where(B.c.id == batch_id, B.c.processing_status == "in_progress")
+        statement = (
+            update(R)
+            .where(
+                R.c.batch_id == picked.c.batch_id,
+                R.c.idx == picked.c.idx,
+                R.c.state == RequestState.PENDING,
+                still_in_progress,
+            )
+            .values(
+                state=RequestState.RUNNING,
+                lease_owner=owner,
+                lease_expires_at=lease_until,
+                attempts=R.c.attempts + 1,
+            )
+            .returning(R.c.idx, R.c.custom_id, R.c.params, R.c.attempts)
+        )
+        async with self.db.write() as conn:
+            rows = (await conn.execute(statement)).all()
+        claimed = [
+            ClaimedRequest(batch_id, r.idx, r.custom_id, r.params, r.attempts, api_version, expires_at) for r in rows
+        ]
+        claimed.sort(key=lambda c: c.idx)
+        return claimed
+
+    async def renew_leases(self, owner: str, held: Iterable[tuple[str, int, int]], lease_until: int) -> None:
+        params = [{"b": b, "i": i, "a": a, "o": owner, "until": lease_until} for b, i, a in held]
+        if not params:
+            return
+        statement = (
+            update(R)
+            .where(
+                R.c.batch_id == bindparam("b"),
+                R.c.idx == bindparam("i"),
+                R.c.attempts == bindparam("a"),
+                R.c.lease_owner == bindparam("o"),
+                R.c.state == RequestState.RUNNING,
+            )
+            .values(lease_expires_at=bindparam("until"))
+        )
+        async with self.db.write() as conn:
+            await conn.execute(statement, params)
+
+    async def release(self, owner: str, held: Iterable[tuple[str, int, int]]) -> None:
+        """Give claimed requests back to the queue untouched (a clean shutdown): they are
+        claimable at once, and the attempt they were charged is refunded."""
+        params = [{"b": b, "i": i, "a": a, "o": owner} for b, i, a in held]
+        if not params:
+            return
+        statement = (
+            update(R)
+            .where(
+                R.c.batch_id == bindparam("b"),
+                R.c.idx == bindparam("i"),
+                R.c.attempts == bindparam("a"),
+                R.c.lease_owner == bindparam("o"),
+                R.c.state == RequestState.RUNNING,
+            )
+            .values(state=RequestState.PENDING, lease_owner=None, lease_expires_at=None, attempts=R.c.attempts - 1)
+        )
+        async with self.db.write() as conn:
+            await conn.execute(statement, params)
+
+    async def finish(self, owner: str, outcomes: Sequence[FinishedRequest], now: int) -> list[str]:
+        """Write outcomes of leased requests; end every batch left with nothing open.
+
+        Returns the ids of batches this call ended."""
+        if not outcomes:
+            return []
+        batch_ids = sorted({o.batch_id for o in outcomes})
+        params = [
+            {
+                "b": o.batch_id,
+                "i": o.idx,
+                "a": o.attempts,
+                "o": owner,
+                "state": int(o.state),
+                "result": o.result,
+                "finished": None if o.state == RequestState.PENDING else now,
+                "next": o.next_attempt_at,
+            }
+            for o in outcomes
+        ]
+        statement = (
+            update(R)
+            .where(
+                R.c.batch_id == bindparam("b"),
+                R.c.idx == bindparam("i"),
+                R.c.attempts == bindparam("a"),
+                R.c.lease_owner == bindparam("o"),
+                R.c.state == RequestState.RUNNING,
+            )
+            .values(
+                state=bindparam("state"),
+                result=bindparam("result"),
+                finished_at=bindparam("finished"),
+                next_attempt_at=bindparam("next"),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        async with self.db.write() as conn:
+            await self._lock_batches(conn, batch_ids)
+            await conn.execute(statement, params)
+            return [b for b in batch_ids if await self._finalize_if_done(conn, b, now)]
+
+    async def _lock_batches(self, conn: AsyncConnection, batch_ids: Sequence[str]) -> None:
+        """Serialize finishers of the same batch (PostgreSQL); SQLite has one writer anyway."""
+        if self.db.is_postgres and batch_ids:
+            await conn.execute(select(B.c.id).where(B.c.id.in_(batch_ids)).order_by(B.c.id).with_for_update())
+
+    async def _finalize_if_done(self, conn: AsyncConnection, batch_id: str, now: int) -> bool:
+        still_open = (
+            await conn.execute(
+                select(literal(1)).where(R.c.batch_id == batch_id, R.c.state.in_([int(s) for s in OPEN_STATES])).limit(1)
+            )
+        ).first()
+        if still_open is not None:
+            return False
+        counts = {
+            RequestState(state).result_type: n
+            for state, n in await conn.execute(
+                select(R.c.state, func.count()).where(R.c.batch_id == batch_id).group_by(R.c.state)
+            )
+        }
+        result = await conn.execute(
+            update(B)
+            .where(B.c.id == batch_id, B.c.processing_status != "ended")
+            .values(
+                processing_status="ended",
+                ended_at=now,
+                succeeded=counts.get("succeeded", 0),
+                errored=counts.get("errored", 0),
+                canceled=counts.get("canceled", 0),
+                expired=counts.get("expired", 0),
+            )
+        )
+        return result.rowcount == 1
+
+    # -- sweeps ------------------------------------------------------------------------
+
+    async def sweep_needed(self, now: int, archive_cutoff: int | None) -> bool:
+        """One cheap read: is there anything for the sweeper to do? (An idle database is
+        asked this and nothing more.)"""
+        checks = [
+            exists().where(R.c.state == RequestState.RUNNING, R.c.lease_expires_at < now),
+            exists().where(
+                B.c.processing_status != "ended",
+                (B.c.processing_status == "canceling") | (B.c.expires_at <= now),
+            ),
+        ]
+        if archive_cutoff is not None:
+            checks.append(
+                exists().where(B.c.archived_at.is_(None), B.c.processing_status == "ended", B.c.created_at <= archive_cutoff)
+            )
+            # rows an interrupted archive sweep left behind
+            checks.append(exists().where(B.c.archived_at.is_not(None), exists().where(R.c.batch_id == B.c.id)))
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(*[c.label(f"c{i}") for i, c in enumerate(checks)]))).one()
+        return any(row)
+
+    async def recover_expired_leases(self, now: int) -> int:
+        """Requests whose holder stopped heartbeating go back to the queue."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(R)
+                .where(R.c.state == RequestState.RUNNING, R.c.lease_expires_at < now)
+                .values(state=RequestState.PENDING, lease_owner=None, lease_expires_at=None)
+            )
+            return result.rowcount
+
+    async def batches_to_close(self, now: int) -> list[tuple[str, str]]:
+        """Open batches that are canceling or past expiry: (id, what to do)."""
+        query = select(B.c.id, B.c.processing_status, B.c.expires_at).where(
+            B.c.processing_status != "ended",
+            (B.c.processing_status == "canceling") | (B.c.expires_at <= now),
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(r.id, "expire" if r.expires_at <= now else "cancel") for r in rows]
+
+    async def close_open_requests(self, batch_id: str, now: int, *, expire: bool, chunk: int = 5000) -> bool:
+        """Cancel a canceling batch's pending requests (running ones may finish), or
+        expire every open request of an expired batch; end the batch when nothing is
+        open. Works in chunks so a 100,000-request batch never holds one long lock.
+        Returns True when the batch ended."""
+        new_state = RequestState.EXPIRED if expire else RequestState.CANCELED
+        targets = [int(s) for s in OPEN_STATES] if expire else [int(RequestState.PENDING)]
+        while True:
+            picked = _picked(
+                select(R.c.batch_id, R.c.idx)
+                .where(R.c.batch_id == batch_id, R.c.state.in_(targets))
+                .order_by(R.c.idx)
+                .limit(chunk)
+                .with_for_update(skip_locked=True)
+            )
+            async with self.db.write() as conn:
+                await self._lock_batches(conn, [batch_id])
+                result = await conn.execute(
+                    update(R)
+                    .where(R.c.batch_id == picked.c.batch_id, R.c.idx == picked.c.idx, R.c.state.in_(targets))
+                    .values(state=new_state, finished_at=now, lease_owner=None, lease_expires_at=None, result=None)
+                )
+                if result.rowcount < chunk:
+                    return await self._finalize_if_done(conn, batch_id, now)
+
+    async def archive(self, now: int, created_before: int, chunk: int = 5000) -> list[str]:
+        """Set ``archived_at`` on ended batches created before the cutoff, then drop the
+        request rows of archived batches (their results are no longer served). Rows left
+        by an interrupted sweep are dropped by the next one."""
+        async with self.db.write() as conn:
+            newly = (
+                await conn.execute(
+                    update(B)
+                    .where(B.c.archived_at.is_(None), B.c.processing_status == "ended", B.c.created_at <= created_before)
+                    .values(archived_at=now)
+                    .returning(B.c.id)
+                )
+            ).all()
+        has_rows = exists().where(R.c.batch_id == B.c.id)
+        async with self.db.read() as conn:
+            leftover = (await conn.execute(select(B.c.id).where(B.c.archived_at.is_not(None), has_rows))).all()
+        for (batch_id,) in leftover:
+            while True:
+                picked = _picked(select(R.c.idx).where(R.c.batch_id == batch_id).limit(chunk))
+                async with self.db.write() as conn:
+                    result = await conn.execute(
+                        delete(R).where(R.c.batch_id == batch_id, R.c.idx.in_(select(picked.c.idx)))
+                    )
+                if result.rowcount < chunk:
+                    break
+        return [r.id for r in newly]
+
+    async def not_in_progress(self, batch_ids: Iterable[str]) -> set[str]:
+        """Which of these batches stopped accepting new work (canceling, ended, deleted)."""
+        wanted = set(batch_ids)
+        if not wanted:
+            return set()
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(select(B.c.id).where(B.c.id.in_(wanted), B.c.processing_status == "in_progress"))
+            ).all()
+        return wanted - {r.id for r in rows}
+
+    async def release_all_leases(self) -> int:
+        """Every running request back to pending: for an engine that knows it is the only
+        one (embedded SQLite) when it starts after a crash."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(R)
+                .where(R.c.state == RequestState.RUNNING)
+                .values(state=RequestState.PENDING, lease_owner=None, lease_expires_at=None)
+            )
+            return result.rowcount
+
+    async def queue_figures(self) -> QueueFigures:
+        """Counts for /metrics: rows of open batches by state (through the batch index),
+        the final tallies of ended ones, and batches by status."""
+        open_ids = select(B.c.id).where(B.c.processing_status != "ended").scalar_subquery()
+        by_state: dict[str, int] = {s.result_type: 0 for s in RequestState}
+        async with self.db.read() as conn:
+            for state, n in await conn.execute(
+                select(R.c.state, func.count()).where(R.c.batch_id.in_(open_ids)).group_by(R.c.state)
+            ):
+                by_state[RequestState(state).result_type] += n
+            ended = (
+                await conn.execute(
+                    select(
+                        func.coalesce(func.sum(B.c.succeeded), 0),
+                        func.coalesce(func.sum(B.c.errored), 0),
+                        func.coalesce(func.sum(B.c.canceled), 0),
+                        func.coalesce(func.sum(B.c.expired), 0),
+                    ).where(B.c.processing_status == "ended", B.c.archived_at.is_(None))
+                )
+            ).one()
+            batches = {status: n for status, n in await conn.execute(
+                select(B.c.processing_status, func.count()).group_by(B.c.processing_status)
+            )}
+        for name, n in zip(("succeeded", "errored", "canceled", "expired"), ended):
+            by_state[name] += int(n)
+        return QueueFigures(by_state, by_state["pending"], batches)
+
+    async def open_request_count(self) -> int:
+        async with self.db.read() as conn:
+            return (
+                await conn.execute(select(func.count()).where(R.c.state.in_([int(s) for s in OPEN_STATES])))
+            ).scalar_one()

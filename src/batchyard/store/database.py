@@ -1,0 +1,170 @@
+"""Connections to SQLite (the embedded default) or PostgreSQL (for scale).
+
+SQLite allows one writer at a time, so writes go through a single connection that
+starts its transactions with ``BEGIN IMMEDIATE`` (no upgrade deadlocks), while reads
+use a small pool of their own under WAL. PostgreSQL uses one pool for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """A lost or refused database connection (restart, failover), as opposed to a bug."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError)):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_database_outage(cause)
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """A user-facing URL (``sqlite:///PATH`` or ``postgresql://...``) and its driver form."""
+
+    raw: str
+    dialect: str  # "sqlite" or "postgresql"
+    driver_url: str
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.dialect != "sqlite":
+            return None
+        database = make_url(self.driver_url).database
+        return None if not database or database == ":memory:" else Path(database)
+
+    @property
+    def libpq_url(self) -> str:
+        """The URL as libpq and asyncpg take it (no SQLAlchemy driver name)."""
+        return make_url(self.driver_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def redacted(self) -> str:
+        return make_url(self.driver_url).render_as_string(hide_password=True)
+
+
+def parse_database_url(raw: str) -> DatabaseUrl:
+    try:
+        url = make_url(raw)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with its own wording
+        raise DatabaseUrlError(f"not a database URL: {raw!r} ({exc})") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return DatabaseUrl(raw, "sqlite", url.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False))
+    if backend in ("postgresql", "postgres"):
+        return DatabaseUrl(
+            raw, "postgresql", url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        )
+    raise DatabaseUrlError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://...")
+
+
+def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=600,
+        connect_args={"timeout": 30},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours to choose.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """Owns the engines; hands out write transactions and read connections."""
+
+    def __init__(self, url: DatabaseUrl, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.dialect = url.dialect
+        if url.dialect == "sqlite":
+            path = url.sqlite_path
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = _sqlite_engine(url.driver_url, writer=True, pool_size=1)
+            self._reader = _sqlite_engine(url.driver_url, writer=False, pool_size=4)
+        else:
+            self._writer = create_async_engine(
+                url.driver_url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                # A ping per checkout finds connections a database restart killed before a
+                # request (or a results stream halfway out) trips over them.
+                pool_pre_ping=True,
+                pool_timeout=600,
+            )
+            self._reader = self._writer
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def writer_engine(self) -> AsyncEngine:
+        return self._writer
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A read-write transaction, committed on success and rolled back on error."""
+        async with self._writer.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._reader.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def exclusive(self, key: int) -> AsyncIterator[bool]:
+        """Whether this process holds a cluster-wide lock named by ``key`` for the block.
+
+        On PostgreSQL a session advisory lock (freed if the process dies); SQLite serves
+        one engine, so there it is always held."""
+        if not self.is_postgres:
+            yield True
+            return
+        async with self._writer.connect() as conn:
+            held = bool((await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})).scalar())
+            await conn.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                    await conn.commit()
+
+    async def close(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()

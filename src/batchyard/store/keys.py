@@ -1,0 +1,102 @@
+"""Every SQL statement about workspaces and API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+
+from .database import Database
+from .schema import api_keys, workspaces
+
+K = api_keys
+W = workspaces
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    id: str
+    workspace_id: str
+    workspace_name: str
+    name: str | None
+    prefix: str
+    created_at: int
+    last_used_at: int | None
+    disabled_at: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> KeyRecord:
+        return cls(**row._mapping)
+
+
+_KEY_COLUMNS = [
+    K.c.id,
+    K.c.workspace_id,
+    W.c.name.label("workspace_name"),
+    K.c.name,
+    K.c.prefix,
+    K.c.created_at,
+    K.c.last_used_at,
+    K.c.disabled_at,
+]
+
+
+class KeyStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def workspace_id(self, name: str, *, new_id: str, now: int) -> str:
+        """The id of the named workspace, created when it does not exist yet."""
+        async with self.db.write() as conn:
+            found = (await conn.execute(select(W.c.id).where(W.c.name == name))).scalar()
+            if found is not None:
+                return found
+            await conn.execute(insert(W).values(id=new_id, name=name, created_at=now))
+            return new_id
+
+    async def add_key(
+        self, *, key_id: str, workspace_id: str, name: str | None, prefix: str, secret_hash: str, now: int
+    ) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                insert(K).values(
+                    id=key_id, workspace_id=workspace_id, name=name, prefix=prefix, secret_hash=secret_hash, created_at=now
+                )
+            )
+
+    async def list_keys(self) -> list[KeyRecord]:
+        query = select(*_KEY_COLUMNS).select_from(K.join(W, W.c.id == K.c.workspace_id)).order_by(K.c.created_at)
+        async with self.db.read() as conn:
+            return [KeyRecord.from_row(r) for r in await conn.execute(query)]
+
+    async def disable(self, key_id: str, now: int) -> bool:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(K).where(K.c.id == key_id, K.c.disabled_at.is_(None)).values(disabled_at=now)
+            )
+            if result.rowcount:
+                return True
+            return (await conn.execute(select(K.c.id).where(K.c.id == key_id))).first() is not None
+
+    async def find(self, secret_hash: str) -> KeyRecord | None:
+        query = (
+            select(*_KEY_COLUMNS)
+            .select_from(K.join(W, W.c.id == K.c.workspace_id))
+            .where(K.c.secret_hash == secret_hash)
+        )
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else KeyRecord.from_row(row)
+
+    async def count(self) -> int:
+        async with self.db.read() as conn:
+            return (await conn.execute(select(func.count()).select_from(K))).scalar_one()
+
+    async def touch(self, used: Iterable[tuple[str, int]]) -> None:
+        params = [{"k": key_id, "t": when} for key_id, when in used]
+        if not params:
+            return
+        async with self.db.write() as conn:
+            await conn.execute(update(K).where(K.c.id == bindparam("k")).values(last_used_at=bindparam("t")), params)

@@ -1,0 +1,115 @@
+"""Tables. The work queue is ``batch_requests`` itself: one row per request, its params as
+submitted, its state, lease and result. Times are integer microseconds since the epoch."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData()
+
+# Batch ids sort by creation time only under a byte-wise collation.
+_BYTEWISE_ID = String(64).with_variant(String(64, collation="C"), "postgresql")
+
+
+class RequestState(IntEnum):
+    PENDING = 0
+    RUNNING = 1
+    SUCCEEDED = 2
+    ERRORED = 3
+    CANCELED = 4
+    EXPIRED = 5
+
+    @property
+    def result_type(self) -> str:
+        return self.name.lower()
+
+
+OPEN_STATES = (RequestState.PENDING, RequestState.RUNNING)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", _BYTEWISE_ID, primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("api_version", String(16), nullable=False),
+    Column("processing_status", String(16), nullable=False),
+    Column("request_count", Integer, nullable=False),
+    Column("succeeded", Integer, nullable=False, server_default=text("0")),
+    Column("errored", Integer, nullable=False, server_default=text("0")),
+    Column("canceled", Integer, nullable=False, server_default=text("0")),
+    Column("expired", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger),
+    Column("cancel_initiated_at", BigInteger),
+    Column("archived_at", BigInteger),
+    Index("ix_batches_workspace", "workspace_id", "id"),
+    Index(
+        "ix_batches_open",
+        "processing_status",
+        postgresql_where=text("processing_status <> 'ended'"),
+        sqlite_where=text("processing_status <> 'ended'"),
+    ),
+)
+
+batch_requests = Table(
+    "batch_requests",
+    metadata,
+    Column("batch_id", _BYTEWISE_ID, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("custom_id", String(64), nullable=False),
+    Column("model", Text),
+    Column("params", LargeBinary, nullable=False),
+    Column("state", SmallInteger, nullable=False, server_default=text("0")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("lease_owner", String(128)),
+    Column("lease_expires_at", BigInteger),
+    Column("next_attempt_at", BigInteger, nullable=False, server_default=text("0")),
+    Column("result", LargeBinary),
+    Column("finished_at", BigInteger),
+    PrimaryKeyConstraint("batch_id", "idx", name="pk_batch_requests"),
+    Index("ix_batch_requests_state", "batch_id", "state", "idx"),
+    Index(
+        "ix_batch_requests_leases",
+        "lease_expires_at",
+        postgresql_where=text("state = 1"),
+        sqlite_where=text("state = 1"),
+    ),
+)
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("name", String(256)),
+    Column("prefix", String(32), nullable=False),  # shown in listings; the secret is only hashed
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger),
+    Column("disabled_at", BigInteger),
+    Index("ix_api_keys_workspace", "workspace_id"),
+)
