@@ -1,0 +1,116 @@
+"""Interactive Messages: validate, route to the backend, answer (JSON, a stream, or a count).
+
+Interactive calls share each route's concurrency limit with the engine's batch work and
+go ahead of it in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .backends.base import Backend, BackendError, GenerateRequest
+from .backends.router import Router
+from .engine.limits import RouteLimiter, record_call
+from .metrics import Metrics
+from .protocol.messages import MessageCreateRequest, ValidatedRequest, validate_message_request
+from .protocol.sse import PING
+
+
+class Messages:
+    def __init__(
+        self, router: Router, limiters: dict[int, RouteLimiter], metrics: Metrics, *, ping_interval: float = 10.0
+    ) -> None:
+        self.router = router
+        self.limiters = limiters
+        self.metrics = metrics
+        self.ping_interval = ping_interval
+
+    def _route(self, validated: ValidatedRequest) -> tuple[Backend, RouteLimiter]:
+        route = self.router.route_for(validated.model.model)
+        assert route is not None  # validation checked the model
+        return self.router.backends[route.index], self.limiters[route.index]
+
+    def validate(self, body: Any, version: str, *, count_tokens: bool = False) -> ValidatedRequest:
+        return validate_message_request(body, version, self.router, count_tokens=count_tokens)
+
+    async def create(self, validated: ValidatedRequest) -> dict[str, Any]:
+        backend, limiter = self._route(validated)
+        assert isinstance(validated.model, MessageCreateRequest)
+        route = backend.route.id
+        async with limiter.slot(interactive=True):
+            started = time.perf_counter()
+            try:
+                message = await backend.create(GenerateRequest(validated.model, validated.body, validated.version))
+            except BackendError as exc:
+                record_call(limiter, self.metrics, route=route, kind="interactive", error=exc)
+                raise
+            finally:
+                self.metrics.backend_latency.observe(time.perf_counter() - started, route=route)
+            record_call(limiter, self.metrics, route=route, kind="interactive")
+        return message
+
+    async def stream(self, validated: ValidatedRequest) -> AsyncIterator[dict[str, Any]]:
+        """The stream's events. The first event is produced before this returns, so a
+        failure to start is raised here (and becomes an HTTP error); later failures are
+        raised by the iterator (and become an ``error`` event)."""
+        backend, limiter = self._route(validated)
+        assert isinstance(validated.model, MessageCreateRequest)
+        slot = limiter.slot(interactive=True)
+        await slot.__aenter__()
+        route = backend.route.id
+        try:
+            events = backend.stream(GenerateRequest(validated.model, validated.body, validated.version))
+            first = await anext(events)
+        except BaseException as exc:
+            if isinstance(exc, BackendError):
+                record_call(limiter, self.metrics, route=route, kind="stream", error=exc)
+            await slot.__aexit__(None, None, None)
+            raise
+        return self._continue(first, events, limiter, slot, route)
+
+    async def _continue(
+        self,
+        first: dict[str, Any],
+        events: AsyncIterator[dict[str, Any]],
+        limiter: RouteLimiter,
+        slot: Any,
+        route: str,
+    ) -> AsyncIterator[dict[str, Any]]:
+        pending: asyncio.Future[dict[str, Any]] | None = None
+        try:
+            yield first
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(events))
+                done, _ = await asyncio.wait({pending}, timeout=self.ping_interval)
+                if not done:
+                    yield PING  # keep quiet connections alive through proxies
+                    continue
+                task, pending = pending, None
+                try:
+                    event = task.result()
+                except StopAsyncIteration:
+                    break
+                yield event
+            record_call(limiter, self.metrics, route=route, kind="stream")
+        except BackendError as exc:
+            record_call(limiter, self.metrics, route=route, kind="stream", error=exc)
+            raise
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            await slot.__aexit__(None, None, None)
+
+    async def count_tokens(self, validated: ValidatedRequest) -> int:
+        backend, _ = self._route(validated)
+        return await backend.count_tokens(validated.model)

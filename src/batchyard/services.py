@@ -1,0 +1,83 @@
+"""Wiring: the objects one process runs on, whatever its role (API, engine, or both)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from .backends.router import Router
+from .batches import Batches
+from .config import Settings
+from .engine.dispatcher import Engine, make_limiters
+from .engine.limits import RouteLimiter
+from .keys import KeyRing, flush_usage_forever
+from .messages import Messages
+from .metrics import Metrics
+from .store import migrate
+from .store.batches import BatchStore
+from .store.database import Database, parse_database_url
+from .store.keys import KeyStore
+from .store.notify import Notifier, PostgresNotifier
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    batches: Batches
+    messages: Messages
+    router: Router
+    notifier: Notifier
+    limiters: dict[int, RouteLimiter]
+    metrics: Metrics
+    keys: KeyRing
+    engine: Engine | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        if self.engine is not None:
+            await self.engine.stop()
+        with contextlib.suppress(Exception):
+            await self.keys.flush_usage()
+        await self.router.close()
+        await self.notifier.close()
+        await self.db.close()
+
+
+async def open_services(settings: Settings, *, run_engine: bool, metrics: Metrics | None = None) -> Services:
+    """Open the database (migrating it), start the backends, the notices and, if asked,
+    the engine."""
+    url = parse_database_url(settings.database_url)
+    db = Database(url)
+    try:
+        await migrate.upgrade(db)
+        router = Router(settings)
+        await router.start()
+    except BaseException:
+        await db.close()
+        raise
+    notifier: Notifier = PostgresNotifier(url.libpq_url) if db.is_postgres else Notifier()
+    await notifier.start()
+    batches = Batches(BatchStore(db), settings, notifier)
+    limiters = make_limiters(router)
+    metrics = metrics or Metrics()
+    services = Services(
+        settings=settings,
+        db=db,
+        batches=batches,
+        messages=Messages(router, limiters, metrics, ping_interval=settings.limits.stream_ping_interval),
+        router=router,
+        notifier=notifier,
+        limiters=limiters,
+        metrics=metrics,
+        keys=KeyRing(KeyStore(db), require_keys=settings.require_keys),
+    )
+    services.background.append(asyncio.create_task(flush_usage_forever(services.keys), name="key-usage"))
+    if run_engine:
+        services.engine = Engine(batches, router, settings.engine, notifier, metrics, limiters=limiters)
+        await services.engine.start(sole_engine=not db.is_postgres)
+    return services
