@@ -1,0 +1,83 @@
+"""The ASGI application factory: wiring of store, lifecycle, backends, engine and routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..config import Settings
+from ..console import routes as console_routes
+from ..metrics import Metrics
+from ..protocol.errors import ApiError
+from ..services import open_services
+from . import batches as batch_routes
+from . import observability
+from . import messages as message_routes
+from . import models as model_routes
+from .auth import Auth
+from .middleware import ApiMiddleware
+from .responses import error_response, request_id_of
+
+log = logging.getLogger("batchyard.api")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc, request_id_of(request))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error = ApiError("not_found_error", "Not found")
+    elif exc.status_code == 405:
+        error = ApiError(
+            "invalid_request_error",
+            f"Method {request.method} is not allowed for {request.url.path}",
+            status=405,
+            headers=dict(exc.headers or {}),
+        )
+    else:
+        error = ApiError("invalid_request_error", str(exc.detail), status=exc.status_code)
+    return error_response(error, request_id_of(request))
+
+
+def create_app(settings: Settings, *, run_engine: bool = True, access_log: bool = False) -> Starlette:
+    metrics = Metrics()
+    auth = Auth(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        svc = await open_services(settings, run_engine=run_engine, metrics=metrics)
+        app.state.services = svc
+        auth.ring = svc.keys
+        log.info("serving", extra={"database": svc.db.url.redacted(), "engine": run_engine})
+        if not await svc.keys.keys_required():
+            log.warning(
+                "OPEN MODE: no API keys exist, so any caller with any key is let in. "
+                "Create one with `batchyard keys create --workspace NAME` (or serve --require-keys)."
+            )
+        try:
+            yield
+        finally:
+            await svc.close()
+
+    return Starlette(
+        routes=[
+            *batch_routes.routes,
+            *message_routes.routes,
+            *model_routes.routes,
+            *observability.routes,
+            *console_routes.routes,
+        ],
+        middleware=[Middleware(ApiMiddleware, gate=auth, metrics=metrics, access_log=access_log)],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )

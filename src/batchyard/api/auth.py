@@ -1,0 +1,70 @@
+"""Who is calling: the API key (``x-api-key`` or ``Authorization: Bearer``), its workspace,
+the ``anthropic-workspace-id`` check, and the per-key request rate.
+
+With no key in the database (and no ``--require-keys``) the server runs open: any key is
+accepted and everything belongs to the ``default`` workspace. Once a key exists, every
+``/v1`` call needs a valid one."""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+from ..config import Settings
+from ..keys import KeyRing
+from ..protocol.errors import ApiError
+from .ratelimit import RequestLimiter
+
+OPEN_WORKSPACE = "default"
+
+
+def credential_from(headers: Headers) -> str | None:
+    """The API key from ``x-api-key`` or ``Authorization: Bearer`` (new SDKs send the latter)."""
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    authorization = headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class Auth:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ring: KeyRing | None = None  # bound once the database is open
+        self.limiter = RequestLimiter()
+
+    async def __call__(self, scope: Scope, headers: Headers) -> dict[str, str]:
+        """Authenticate and rate-limit one request; returns headers for the response."""
+        state = scope["state"]
+        key = credential_from(headers)
+        if key is None:
+            raise ApiError("authentication_error", "x-api-key header is required")
+        if self.ring is None or not await self.ring.keys_required():
+            state["workspace_id"] = OPEN_WORKSPACE
+            state["workspace_name"] = OPEN_WORKSPACE
+            return {}
+        caller = await self.ring.check(key)
+        if caller is None:
+            raise ApiError("authentication_error", "invalid x-api-key")
+        asked = headers.get("anthropic-workspace-id")
+        if asked is not None and asked.strip() != caller.workspace_id:
+            raise ApiError("permission_error", "anthropic-workspace-id does not match the workspace of this API key")
+        state["workspace_id"] = caller.workspace_id
+        state["workspace_name"] = caller.workspace_name
+        state["key_id"] = caller.key_id
+        per_minute, _ = self.settings.rate_limits.for_workspace(caller.workspace_name)
+        decision = self.limiter.take(caller.key_id, per_minute)
+        if decision is None:
+            return {}
+        limit_headers = decision.headers()
+        if not decision.allowed:
+            raise ApiError(
+                "rate_limit_error",
+                f"This request would exceed the rate limit of {per_minute} requests per minute for this API key. "
+                "Retry after the time in the retry-after header.",
+                headers=limit_headers,
+            )
+        return limit_headers

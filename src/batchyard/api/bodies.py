@@ -1,0 +1,98 @@
+"""Request bodies, read with a size cap enforced while they stream in."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
+import orjson
+from starlette.requests import Request
+
+from ..protocol.errors import ApiError, invalid_request
+from ..protocol.jsonscan import JsonSyntaxError, loads_strict
+
+SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+
+def too_large(limit: int) -> ApiError:
+    # Closing the connection is what stops the client's upload; otherwise the server would
+    # still have to read (and throw away) the rest to reuse the connection.
+    return ApiError(
+        "request_too_large",
+        f"Request exceeds the maximum size of {limit} bytes",
+        status=413,
+        headers={"connection": "close"},
+    )
+
+
+def too_slow() -> ApiError:
+    return ApiError(
+        "invalid_request_error",
+        "The request body was not received in time",
+        status=408,
+        headers={"connection": "close"},
+        retryable=False,
+    )
+
+
+async def chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The body as it arrives; a client silent for ``idle_timeout`` seconds gets a 408."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise too_slow() from None
+        yield chunk
+
+
+def _check_declared(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+
+
+async def spool_body(request: Request, limit: int, idle_timeout: float) -> IO[bytes]:
+    """Copy the body to a temporary file (memory first, then disk), refusing it as soon as
+    it passes ``limit`` bytes: a large body is never held whole in memory."""
+    _check_declared(request, limit)
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+    size = 0
+    try:
+        async for chunk in chunks(request, idle_timeout):
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool  # type: ignore[return-value]
+
+
+async def read_json(request: Request, limit: int, idle_timeout: float) -> Any:
+    """The body parsed as JSON, or the API's 400/408/413."""
+    _check_declared(request, limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks(request, idle_timeout):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(chunk)
+    data = b"".join(parts)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        # The stdlib parser words errors like the API, and keeps integers of any size.
+        return loads_strict(data)
+    except JsonSyntaxError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}") from None

@@ -1,0 +1,123 @@
+"""The outer ASGI layer: a request id on every response, the gate in front of ``/v1``
+(credentials, ``anthropic-version``), and the last line of defence that turns any
+unexpected exception into a 500 envelope instead of a traceback."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..metrics import Metrics
+from ..protocol.errors import ApiError
+from ..protocol.ids import new_request_id
+from ..protocol.versions import check_version
+from ..store.database import is_database_outage
+from .responses import error_body, error_headers
+
+log = logging.getLogger("batchyard.api")
+
+Gate = Callable[[Scope, Headers], Awaitable[dict[str, str]]]  # returns headers for the response
+
+
+async def send_error(send: Send, exc: ApiError, request_id: str, extra: dict[str, str] | None = None) -> None:
+    headers = MutableHeaders()
+    headers["content-type"] = "application/json"
+    headers["request-id"] = request_id
+    for name, value in {**error_headers(exc), **(extra or {})}.items():
+        headers[name] = value
+    body = error_body(exc, request_id)
+    headers["content-length"] = str(len(body))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers.raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _creates_a_batch(scope: Scope) -> bool:
+    return scope.get("method") == "POST" and scope.get("path", "").rstrip("/") == "/v1/messages/batches"
+
+
+class ApiMiddleware:
+    def __init__(self, app: ASGIApp, gate: Gate, metrics: Metrics | None = None, access_log: bool = False) -> None:
+        self.app = app
+        self.gate = gate
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started_at = time.perf_counter()
+        status = 0
+        extra_headers: dict[str, str] = {}
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["request-id"] = request_id
+                for name, value in extra_headers.items():
+                    headers[name] = value
+            await send(message)
+
+        async def fail(exc: ApiError) -> None:
+            nonlocal status
+            status = exc.status
+            await send_error(send, exc, request_id)
+
+        try:
+            path = scope["path"]
+            if path.startswith("/v1/"):
+                headers = Headers(scope=scope)
+                extra_headers = await self.gate(scope, headers)
+                state["api_version"] = check_version(headers.get("anthropic-version"))
+            elif path.startswith("/console/api/"):
+                extra_headers = await self.gate(scope, Headers(scope=scope))
+            await self.app(scope, receive, send_with_id)
+        except ApiError as exc:
+            if status:
+                raise
+            for name, value in extra_headers.items():
+                exc.headers.setdefault(name, value)
+            await fail(exc)
+        except Exception as exc:
+            if status:
+                log.exception("error after the response started", extra={"request_id": request_id})
+                return
+            # A create that failed after its batch was stored must not be retried blindly
+            # (the SDKs send no idempotency key), so a create's 5xx says: don't retry.
+            retry = not _creates_a_batch(scope)
+            if is_database_outage(exc):
+                log.error("database unavailable", extra={"request_id": request_id, "error": type(exc).__name__})
+                await fail(ApiError("api_error", "The database is unavailable; try again shortly.", status=503, retryable=retry))
+            else:
+                log.exception("unhandled error", extra={"request_id": request_id, "path": scope.get("path")})
+                await fail(ApiError("api_error", "Internal server error", retryable=retry))
+        finally:
+            self._record(scope, status, time.perf_counter() - started_at, request_id)
+
+    def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
+        endpoint = scope.get("endpoint")
+        handler = getattr(endpoint, "__name__", "unmatched")
+        if self.metrics is not None:
+            self.metrics.http_requests.inc(handler=handler, status=str(status))
+            self.metrics.http_latency.observe(seconds, handler=handler)
+        if self.access_log:
+            log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status,
+                    "ms": round(seconds * 1000, 2),
+                },
+            )

@@ -1,0 +1,321 @@
+"""The OpenAPI 3.1 document of this server's own API, served at ``/openapi.json``.
+
+Request bodies of the Messages API come straight from the validator's pydantic models,
+so the document cannot drift from what the server accepts; the response shapes are those
+of ``protocol/`` (and of the official SDKs' types). Tests run schemathesis against it.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+from .. import __version__
+from ..protocol.batch_create import CUSTOM_ID_PATTERN
+from ..protocol.messages import CountTokensRequest, MessageCreateRequest
+from ..protocol.versions import SUPPORTED_VERSIONS
+
+REF = "#/components/schemas/{model}"  # pydantic's ref_template form
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+TIMESTAMP = {"type": "string", "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "ErrorResponse": {
+        "type": "object",
+        "required": ["type", "error", "request_id"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+            "request_id": _nullable({"type": "string"}),
+        },
+    },
+    "RequestCounts": {
+        "type": "object",
+        "required": ["processing", "succeeded", "errored", "canceled", "expired"],
+        "properties": {k: {"type": "integer", "minimum": 0} for k in ("processing", "succeeded", "errored", "canceled", "expired")},
+        "additionalProperties": False,
+    },
+    "MessageBatch": {
+        "type": "object",
+        "required": [
+            "id", "type", "processing_status", "request_counts", "ended_at", "created_at", "expires_at",
+            "archived_at", "cancel_initiated_at", "results_url",
+        ],
+        "properties": {
+            "id": {"type": "string", "pattern": "^msgbatch_"},
+            "type": {"const": "message_batch"},
+            "processing_status": {"enum": ["in_progress", "canceling", "ended"]},
+            "request_counts": _ref("RequestCounts"),
+            "ended_at": _nullable(TIMESTAMP),
+            "created_at": TIMESTAMP,
+            "expires_at": TIMESTAMP,
+            "archived_at": _nullable(TIMESTAMP),
+            "cancel_initiated_at": _nullable(TIMESTAMP),
+            "results_url": _nullable({"type": "string"}),
+        },
+        "additionalProperties": False,
+    },
+    "MessageBatchList": {
+        "type": "object",
+        "required": ["data", "has_more", "first_id", "last_id"],
+        "properties": {
+            "data": {"type": "array", "items": _ref("MessageBatch")},
+            "has_more": {"type": "boolean"},
+            "first_id": _nullable({"type": "string"}),
+            "last_id": _nullable({"type": "string"}),
+        },
+    },
+    "DeletedMessageBatch": {
+        "type": "object",
+        "required": ["id", "type"],
+        "properties": {"id": {"type": "string"}, "type": {"const": "message_batch_deleted"}},
+    },
+    "CreateMessageBatchRequest": {
+        "type": "object",
+        "required": ["requests"],
+        "properties": {
+            "requests": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 100_000,
+                "items": {
+                    "type": "object",
+                    "required": ["custom_id", "params"],
+                    "properties": {
+                        "custom_id": {"type": "string", "pattern": CUSTOM_ID_PATTERN, "minLength": 1, "maxLength": 64},
+                        "params": {
+                            "type": "object",
+                            "description": "A Messages request; validated when the line is processed.",
+                        },
+                    },
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "additionalProperties": False,
+    },
+    "Usage": {
+        "type": "object",
+        "required": ["input_tokens", "output_tokens"],
+        "properties": {
+            "input_tokens": {"type": "integer", "minimum": 0},
+            "output_tokens": {"type": "integer", "minimum": 0},
+            "cache_creation_input_tokens": _nullable({"type": "integer"}),
+            "cache_read_input_tokens": _nullable({"type": "integer"}),
+            "service_tier": _nullable({"enum": ["standard", "priority", "batch"]}),
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "type", "role", "content", "model", "stop_reason", "stop_sequence", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
+            "content": {"type": "array", "items": {"type": "object", "required": ["type"]}},
+            "model": {"type": "string"},
+            "stop_reason": _nullable(
+                {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "model_context_window_exceeded"]}
+            ),
+            "stop_sequence": _nullable({"type": "string"}),
+            "usage": _ref("Usage"),
+        },
+    },
+    "CountTokensResponse": {
+        "type": "object",
+        "required": ["input_tokens"],
+        "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+        "additionalProperties": False,
+    },
+    "ModelInfo": {
+        "type": "object",
+        "required": ["type", "id", "display_name", "created_at", "lifecycle"],
+        "properties": {
+            "type": {"const": "model"},
+            "id": {"type": "string"},
+            "display_name": {"type": "string"},
+            "created_at": TIMESTAMP,
+            "lifecycle": {"enum": ["active", "deprecated", "retired"]},
+            "deprecated_at": _nullable(TIMESTAMP),
+            "retires_at": _nullable(TIMESTAMP),
+            "line": _nullable({"type": "string"}),
+            "max_input_tokens": _nullable({"type": "integer"}),
+            "max_tokens": _nullable({"type": "integer"}),
+            "capabilities": _nullable({"type": "object"}),
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["data", "has_more", "first_id", "last_id"],
+        "properties": {
+            "data": {"type": "array", "items": _ref("ModelInfo")},
+            "has_more": {"type": "boolean"},
+            "first_id": _nullable({"type": "string"}),
+            "last_id": _nullable({"type": "string"}),
+        },
+    },
+}
+
+SSE_EVENT = {
+    "description": "One server-sent event; `data` is the event as JSON, its `type` repeating `event`.",
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {
+            "enum": [
+                "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+                "message_delta", "message_stop", "ping", "error",
+            ]
+        },
+        "data": {"type": "string"},
+    },
+}
+
+REQUEST_ID = {"description": "Id of this request", "schema": {"type": "string", "pattern": "^req_"}}
+RATE_LIMIT_HEADERS = {
+    "anthropic-ratelimit-requests-limit": {"schema": {"type": "string"}},
+    "anthropic-ratelimit-requests-remaining": {"schema": {"type": "string"}},
+    "anthropic-ratelimit-requests-reset": {"schema": {"type": "string"}},
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _responses(ok: dict[str, Any], ok_description: str = "Success") -> dict[str, Any]:
+    headers = {"request-id": REQUEST_ID, **RATE_LIMIT_HEADERS}
+    return {
+        "200": {"description": ok_description, "headers": headers, "content": ok},
+        "default": {"description": "An Anthropic error envelope", "headers": headers, "content": _json(_ref("ErrorResponse"))},
+    }
+
+
+V1_HEADERS = [
+    {"name": "anthropic-version", "in": "header", "required": True, "schema": {"enum": list(SUPPORTED_VERSIONS)}},
+    {"name": "anthropic-beta", "in": "header", "required": False, "schema": {"type": "string"}},
+]
+BATCH_ID = {"name": "message_batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+PAGING = [
+    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}},
+    {"name": "after_id", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "before_id", "in": "query", "required": False, "schema": {"type": "string"}},
+]
+
+
+def _operation(operation_id: str, summary: str, ok: dict[str, Any], *, parameters: list[Any] | None = None,
+               body: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "parameters": [*V1_HEADERS, *(parameters or [])],
+        "responses": _responses(ok),
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    return op
+
+
+def _pydantic_schema(model: Any, schemas: dict[str, Any]) -> dict[str, Any]:
+    generated = model.model_json_schema(ref_template=REF)
+    for name, definition in generated.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schemas[model.__name__] = generated
+    return _ref(model.__name__)
+
+
+@cache
+def _document() -> dict[str, Any]:
+    schemas = copy.deepcopy(SCHEMAS)
+    create_message = _pydantic_schema(MessageCreateRequest, schemas)
+    count_tokens = _pydantic_schema(CountTokensRequest, schemas)
+    paths: dict[str, Any] = {
+        "/v1/messages/batches": {
+            "post": _operation("createMessageBatch", "Create a Message Batch", _json(_ref("MessageBatch")),
+                               body=_ref("CreateMessageBatchRequest")),
+            "get": _operation("listMessageBatches", "List Message Batches, newest first", _json(_ref("MessageBatchList")),
+                              parameters=PAGING),
+        },
+        "/v1/messages/batches/{message_batch_id}": {
+            "get": _operation("retrieveMessageBatch", "Retrieve a Message Batch", _json(_ref("MessageBatch")),
+                              parameters=[BATCH_ID]),
+            "delete": _operation("deleteMessageBatch", "Delete an ended Message Batch", _json(_ref("DeletedMessageBatch")),
+                                 parameters=[BATCH_ID]),
+        },
+        "/v1/messages/batches/{message_batch_id}/cancel": {
+            "post": _operation("cancelMessageBatch", "Cancel a Message Batch", _json(_ref("MessageBatch")),
+                               parameters=[BATCH_ID]),
+        },
+        "/v1/messages/batches/{message_batch_id}/results": {
+            "get": _operation("messageBatchResults", "The results of an ended batch, as JSON Lines",
+                              {"application/x-jsonl": {"schema": {"type": "string"}}}, parameters=[BATCH_ID]),
+        },
+        "/v1/messages": {
+            "post": _operation(
+                "createMessage",
+                "Create a Message (SSE with stream: true)",
+                {**_json(_ref("Message")), "text/event-stream": {"schema": SSE_EVENT}},
+                body=create_message,
+            ),
+        },
+        "/v1/messages/count_tokens": {
+            "post": _operation("countMessageTokens", "Count the input tokens of a Messages request",
+                               _json(_ref("CountTokensResponse")), body=count_tokens),
+        },
+        "/v1/models": {
+            "get": _operation("listModels", "List the named models", _json(_ref("ModelList")), parameters=PAGING),
+        },
+        "/v1/models/{model_id}": {
+            "get": _operation("retrieveModel", "Retrieve a model", _json(_ref("ModelInfo")),
+                              parameters=[{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}]),
+        },
+        "/health": {
+            "get": {"operationId": "health", "summary": "Liveness", "security": [],
+                    "responses": {"200": {"description": "Up", "content": _json({"type": "object"})}}},
+        },
+        "/health/ready": {
+            "get": {"operationId": "ready", "summary": "Readiness: the database answers", "security": [],
+                    "responses": {"200": {"description": "Ready", "content": _json({"type": "object"})},
+                                  "503": {"description": "Database unavailable", "content": _json({"type": "object"})}}},
+        },
+        "/metrics": {
+            "get": {"operationId": "metrics", "summary": "Prometheus metrics", "security": [],
+                    "responses": {"200": {"description": "Text exposition format",
+                                          "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "batchyard",
+            "version": __version__,
+            "description": "Anthropic's Message Batches and Messages APIs, self-hosted.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+        "security": [{"ApiKey": []}, {"Bearer": []}],
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    return copy.deepcopy(_document())

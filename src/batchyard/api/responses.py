@@ -1,0 +1,50 @@
+"""Response helpers: JSON via orjson, and the Anthropic error envelope with its headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..protocol.errors import ApiError
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def page_response(data: list[dict[str, Any]], has_more: bool) -> Response:
+    """A list page: ``first_id``/``last_id`` are the SDKs' cursors for the next page."""
+    return json_response(
+        {
+            "data": data,
+            "has_more": has_more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
+
+
+def request_id_of(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+def error_body(exc: ApiError, request_id: str | None) -> bytes:
+    return orjson.dumps(exc.envelope(request_id))
+
+
+def error_headers(exc: ApiError) -> dict[str, str]:
+    headers = {"x-should-retry": "true" if exc.retryable else "false"}
+    headers.update(exc.headers)
+    return headers
+
+
+def error_response(exc: ApiError, request_id: str | None) -> Response:
+    return Response(
+        error_body(exc, request_id),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=error_headers(exc),
+    )

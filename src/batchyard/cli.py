@@ -1,0 +1,526 @@
+"""The ``batchyard`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from . import logconfig
+from .config import ConfigError, Settings, load_settings
+from .store.database import Database, DatabaseUrlError, parse_database_url
+
+
+def _settings(**flags: object) -> Settings:
+    try:
+        return load_settings(**flags)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _upgrade(settings: Settings) -> str:
+    from .store import migrate
+
+    db = Database(parse_database_url(settings.database_url))
+    try:
+        return await migrate.upgrade(db)
+    finally:
+        await db.close()
+
+
+def _preflight_backends(settings: Settings) -> None:
+    """Refuse to start on a route that cannot work (a missing model file, say), with a
+    message naming it, before the server binds its port."""
+    import logging
+
+    from .backends.llamacpp import BUNDLED_MODEL_ID, INSTALL_HINT, BackendStartError
+    from .backends.router import Router
+
+    try:
+        Router(settings).preflight()
+    except BackendStartError as exc:
+        raise click.ClickException(str(exc)) from None
+    if settings.config_path is None and not any(r.id == BUNDLED_MODEL_ID for r in settings.routes):
+        logging.getLogger("batchyard").info(
+            f"no local model: the simulator answers every model name. `{INSTALL_HINT}` adds SmolLM2 "
+            f"as model {BUNDLED_MODEL_ID!r}, run in-process by llama.cpp."
+        )
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Create or migrate the schema before serving; refuse a schema from the future."""
+    from .store.migrate import SchemaTooNew
+
+    try:
+        asyncio.run(_upgrade(settings))
+    except (SchemaTooNew, DatabaseUrlError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the database {settings.database_url!r}: {exc}") from None
+
+
+@click.group()
+@click.version_option(package_name="batchyard")
+def main() -> None:
+    """batchyard: Anthropic's Message Batches API, self-hosted."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to bind (default 8000).")
+@click.option("--database", "database_url", default=None, help="sqlite:///PATH or postgresql://... [BATCHYARD_DATABASE_URL]")
+@click.option("--config", "config_path", default=None, help="TOML config file. [BATCHYARD_CONFIG]")
+@click.option("--public-url", default=None, help="Base URL clients reach this server at. [BATCHYARD_PUBLIC_URL]")
+@click.option("--no-engine", is_flag=True, help="Serve the API only; `batchyard worker` processes run the batches.")
+@click.option("--access-log", is_flag=True, help="Log every request (method, path, status, time, request id).")
+@click.option("--require-keys", is_flag=True, help="Refuse calls without a valid API key even before any key exists.")
+@click.option("--insecure-open", is_flag=True, help="Allow a non-loopback bind in open mode (no API keys). Don't.")
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    config_path: str | None,
+    public_url: str | None,
+    no_engine: bool,
+    access_log: bool,
+    require_keys: bool,
+    insecure_open: bool,
+    log_level: str,
+) -> None:
+    """Run the API server (with an engine unless --no-engine)."""
+    from .api.app import create_app
+
+    logconfig.configure(log_level.upper())
+    settings = _settings(
+        host=host, port=port, database_url=database_url, config_path=config_path, public_url=public_url
+    )
+    settings.require_keys = require_keys
+    _preflight_backends(settings)
+    _prepare_database(settings)
+    if not _is_loopback(settings.host) and not require_keys and not insecure_open:
+        if asyncio.run(_key_count(settings)) == 0:
+            raise click.ClickException(
+                f"refusing to listen on {settings.host} in open mode: no API key exists, so anyone who can reach "
+                "this address could use the server. Create a key (batchyard keys create --workspace NAME), "
+                "pass --require-keys, or bind 127.0.0.1; --insecure-open overrides this."
+            )
+    app = create_app(settings, run_engine=not no_engine, access_log=access_log)
+    from .api.server import serve as run_server
+
+    started = run_server(
+        app,
+        host=settings.host,
+        port=settings.port,
+        header_timeout=settings.limits.header_timeout,
+        shutdown_grace=settings.engine.shutdown_grace,
+    )
+    if not started:
+        sys.exit(1)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--database", "database_url", default=None, help="sqlite:///PATH or postgresql://... [BATCHYARD_DATABASE_URL]")
+@click.option("--config", "config_path", default=None, help="TOML config file. [BATCHYARD_CONFIG]")
+def db_upgrade(database_url: str | None, config_path: str | None) -> None:
+    """Create the schema or migrate it to the newest revision."""
+    settings = _settings(database_url=database_url, config_path=config_path)
+    _prepare_database(settings)
+    click.echo(f"database schema is up to date ({parse_database_url(settings.database_url).redacted()})")
+
+
+@main.command()
+@click.option("--database", "database_url", default=None, help="sqlite:///PATH or postgresql://... [BATCHYARD_DATABASE_URL]")
+@click.option("--config", "config_path", default=None, help="TOML config file. [BATCHYARD_CONFIG]")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Requests in flight (default from config, 256).")
+@click.option("--log-level", default="INFO", show_default=True)
+def worker(database_url: str | None, config_path: str | None, concurrency: int | None, log_level: str) -> None:
+    """Run an engine only: claim batch requests from the shared database and process them.
+
+    Any number of workers (and `serve --no-engine` API processes) can share one PostgreSQL."""
+    logconfig.configure(log_level.upper())
+    settings = _settings(database_url=database_url, config_path=config_path)
+    if concurrency is not None:
+        settings.engine.concurrency = concurrency
+    _preflight_backends(settings)
+    _prepare_database(settings)
+    _run(_worker_main(settings))
+
+
+def _run(main_coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(main_coro)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        asyncio.run(main_coro)  # type: ignore[arg-type]
+
+
+async def _worker_main(settings: Settings) -> None:
+    from .services import open_services
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    svc = await open_services(settings, run_engine=True)
+    try:
+        await stop.wait()
+    finally:
+        await svc.close()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _with_keys(settings: Settings, work: object) -> object:
+    from .store.keys import KeyStore
+
+    db = Database(parse_database_url(settings.database_url))
+    try:
+        return await work(KeyStore(db))  # type: ignore[operator]
+    finally:
+        await db.close()
+
+
+async def _key_count(settings: Settings) -> int:
+    return await _with_keys(settings, lambda store: store.count())  # type: ignore[return-value]
+
+
+@main.group()
+def keys() -> None:
+    """API keys and workspaces. Once a key exists, every API call needs a valid one."""
+
+
+_database_option = click.option(
+    "--database", "database_url", default=None, help="sqlite:///PATH or postgresql://... [BATCHYARD_DATABASE_URL]"
+)
+
+
+@keys.command("create")
+@click.option("--workspace", required=True, help="Workspace name; created on first use.")
+@click.option("--name", default=None, help="A label for the key.")
+@_database_option
+def keys_create(workspace: str, name: str | None, database_url: str | None) -> None:
+    """Create a key and print it. It is shown this once: only its hash is stored."""
+    from .keys import create_key
+
+    settings = _settings(database_url=database_url)
+    _prepare_database(settings)
+    key_id, workspace_id, secret = asyncio.run(_with_keys(settings, lambda s: create_key(s, workspace, name)))  # type: ignore[misc]
+    click.echo(secret)
+    click.echo(f"key {key_id} for workspace {workspace!r} ({workspace_id}); store it now, it is not shown again", err=True)
+
+
+@keys.command("list")
+@_database_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key.")
+def keys_list(database_url: str | None, as_json: bool) -> None:
+    """Keys with their prefix, workspace, name, creation, last use and status."""
+    import orjson
+
+    from .protocol.timestamps import to_rfc3339
+
+    settings = _settings(database_url=database_url)
+    _prepare_database(settings)
+    records = asyncio.run(_with_keys(settings, lambda s: s.list_keys()))
+    rows = [
+        {
+            "id": r.id,
+            "prefix": r.prefix + "...",
+            "workspace": r.workspace_name,
+            "workspace_id": r.workspace_id,
+            "name": r.name,
+            "created_at": to_rfc3339(r.created_at),
+            "last_used_at": to_rfc3339(r.last_used_at),
+            "status": "disabled" if r.disabled_at else "active",
+        }
+        for r in records  # type: ignore[attr-defined]
+    ]
+    if as_json:
+        for row in rows:
+            click.echo(orjson.dumps(row).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "prefix", "workspace", "name", "created", "last used", "status")
+    for row in rows:
+        table.add_row(
+            row["id"], row["prefix"], row["workspace"], row["name"] or "", row["created_at"] or "",
+            row["last_used_at"] or "never", row["status"],
+        )
+    Console().print(table)
+
+
+@keys.command("disable")
+@click.argument("key_id")
+@_database_option
+def keys_disable(key_id: str, database_url: str | None) -> None:
+    """Disable a key (within a few seconds on every server)."""
+    from .protocol.timestamps import now_us
+
+    settings = _settings(database_url=database_url)
+    _prepare_database(settings)
+    found = asyncio.run(_with_keys(settings, lambda s: s.disable(key_id, now_us())))
+    if not found:
+        raise click.ClickException(f"no key {key_id!r}")
+    click.echo(f"key {key_id} disabled")
+
+
+# -- the client: batches on any server ---------------------------------------------------
+
+
+class _Api:
+    """What every `batchyard batch` command needs: a client, and how to print."""
+
+    def __init__(self, base_url: str, api_key: str | None, as_json: bool) -> None:
+        from .client import BatchClient
+
+        self.client = BatchClient(base_url, api_key)
+        self.as_json = as_json
+
+    def emit(self, data: object) -> None:
+        import orjson
+
+        click.echo(orjson.dumps(data).decode())
+
+    def show(self, batch: dict[str, object]) -> None:
+        """A batch as JSON with --json, else as a few readable lines."""
+        self.emit(batch) if self.as_json else click.echo(_describe(batch))
+
+
+def _client_options(command: object) -> object:
+    command = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(command)
+    command = click.option(
+        "--api-key", envvar="ANTHROPIC_API_KEY", default=None, help="API key. [ANTHROPIC_API_KEY]"
+    )(command)
+    command = click.option(
+        "--base-url",
+        envvar="ANTHROPIC_BASE_URL",
+        default="http://127.0.0.1:8000",
+        show_default=True,
+        help="Server to talk to (ours or Anthropic's). [ANTHROPIC_BASE_URL]",
+    )(command)
+    return command
+
+
+class _ApiFailure(click.ClickException):
+    exit_code = 1
+
+
+def _run_client(work: object) -> None:
+    from .client import ClientError
+
+    try:
+        work()  # type: ignore[operator]
+    except ClientError as exc:
+        raise _ApiFailure(str(exc)) from None
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) or "0 requests"
+
+
+def _describe(batch: dict[str, object]) -> str:
+    counts = batch["request_counts"]
+    assert isinstance(counts, dict)
+    lines = [
+        f"{batch['id']}  {str(batch['processing_status']).replace('_', ' ')}",
+        f"  requests:  {_counts_text(counts)}",
+        f"  created:   {batch['created_at']}",
+        f"  expires:   {batch['expires_at']}",
+    ]
+    for key in ("ended_at", "cancel_initiated_at", "archived_at", "results_url"):
+        if batch.get(key):
+            lines.append(f"  {key.replace('_', ' ')}: {batch[key]}")
+    return "\n".join(lines)
+
+
+def _watch(api: _Api, batch_id: str, poll: float) -> dict[str, object]:
+    """Poll until the batch ends, with a progress bar on a terminal."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    batch = api.client.get(batch_id)
+    total = sum(batch["request_counts"].values())
+    show = not api.as_json and sys.stderr.isatty()
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        disable=not show, transient=False,
+    )
+    with progress:
+        task = progress.add_task(batch_id, total=total)
+        while True:
+            live = api.client.progress(batch_id)
+            done = total - batch["request_counts"]["processing"]
+            if live is not None:
+                done = sum(live.get(k, 0) for k in ("succeeded", "errored", "canceled", "expired"))
+            status = str(batch["processing_status"]).replace("_", " ")
+            progress.update(task, completed=done, description=f"{batch_id} {status}")
+            if batch["processing_status"] == "ended":
+                return batch
+            time.sleep(poll)
+            batch = api.client.get(batch_id)
+
+
+@main.group()
+def batch() -> None:
+    """Drive batches on any Message Batches server (this one, or Anthropic's).
+
+    Exit codes: 0 ok, 1 the server said no (its message is printed), 2 a usage error
+    (bad arguments, or a batch file with bad lines)."""
+
+
+@batch.command("submit")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Wait until the batch ends, with a progress bar.")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between polls with --wait.")
+@_client_options
+def batch_submit(file: Path, wait: bool, poll: float, base_url: str, api_key: str | None, as_json: bool) -> None:
+    """Submit FILE.jsonl: one {"custom_id": ..., "params": {...}} per line. Lines are
+    checked here first; bad ones are listed with their line numbers and nothing is sent."""
+    from .client import check_jsonl
+
+    count, bad = check_jsonl(file)
+    if bad:
+        for line in bad[:50]:
+            where = f"{file}:{line.number}" if line.number else str(file)
+            click.echo(f"{where}: {line.message}", err=True)
+        if len(bad) > 50:
+            click.echo(f"... and {len(bad) - 50} more bad lines", err=True)
+        raise click.exceptions.Exit(2)
+    api = _Api(base_url, api_key, as_json)
+
+    def work() -> None:
+        created = api.client.create(file)
+        if not as_json:
+            click.echo(f"submitted {created['id']} ({count} requests)")
+        if wait:
+            api.show(_watch(api, created["id"], poll))
+        elif as_json:
+            api.emit(created)
+
+    _run_client(work)
+
+
+@batch.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--after-id", default=None, help="Page after (older than) this batch.")
+@click.option("--before-id", default=None, help="Page before (newer than) this batch.")
+@_client_options
+def batch_list(limit: int, after_id: str | None, before_id: str | None, base_url: str, api_key: str | None, as_json: bool) -> None:
+    """Batches, newest first."""
+    api = _Api(base_url, api_key, as_json)
+
+    def work() -> None:
+        page = api.client.list(limit, after_id, before_id)
+        if as_json:
+            api.emit(page)
+            return
+        if not page["data"]:
+            click.echo("no batches")
+            return
+        for item in page["data"]:
+            status = str(item["processing_status"]).replace("_", " ")
+            click.echo(f"{item['id']}  {item['created_at']}  {status:<11}  {_counts_text(item['request_counts'])}")
+        if page["has_more"]:
+            click.echo(f"more: --after-id {page['last_id']}")
+
+    _run_client(work)
+
+
+@batch.command("get")
+@click.argument("batch_id")
+@_client_options
+def batch_get(batch_id: str, base_url: str, api_key: str | None, as_json: bool) -> None:
+    """One batch."""
+    api = _Api(base_url, api_key, as_json)
+    _run_client(lambda: api.show(api.client.get(batch_id)))
+
+
+@batch.command("watch")
+@click.argument("batch_id")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between polls.")
+@_client_options
+def batch_watch(batch_id: str, poll: float, base_url: str, api_key: str | None, as_json: bool) -> None:
+    """Follow a batch until it ends."""
+    api = _Api(base_url, api_key, as_json)
+
+    _run_client(lambda: api.show(_watch(api, batch_id, poll)))
+
+
+@batch.command("results")
+@click.argument("batch_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSONL here (streamed to disk) instead of standard output.")
+@_client_options
+def batch_results(batch_id: str, output: Path | None, base_url: str, api_key: str | None, as_json: bool) -> None:
+    """The results of an ended batch, as JSON Lines."""
+    from .client import ClientError
+
+    api = _Api(base_url, api_key, as_json)
+
+    def work() -> None:
+        current = api.client.get(batch_id)
+        if current["processing_status"] != "ended":
+            raise ClientError(f"batch {batch_id} has not ended yet ({current['processing_status']})")
+        if output is None:
+            out = sys.stdout.buffer
+            for chunk in api.client.results(current):
+                out.write(chunk)
+            out.flush()
+            return
+        lines = 0
+        partial = output.with_name(output.name + ".part")
+        with partial.open("wb") as handle:
+            for chunk in api.client.results(current):
+                handle.write(chunk)
+                lines += chunk.count(b"\n")
+        partial.replace(output)
+        if as_json:
+            api.emit({"id": batch_id, "file": str(output), "lines": lines})
+        else:
+            click.echo(f"{lines} results written to {output}")
+
+    _run_client(work)
+
+
+@batch.command("cancel")
+@click.argument("batch_id")
+@_client_options
+def batch_cancel(batch_id: str, base_url: str, api_key: str | None, as_json: bool) -> None:
+    """Cancel a batch: requests not yet started end as canceled."""
+    api = _Api(base_url, api_key, as_json)
+    _run_client(lambda: api.show(api.client.cancel(batch_id)))
+
+
+@batch.command("delete")
+@click.argument("batch_id")
+@_client_options
+def batch_delete(batch_id: str, base_url: str, api_key: str | None, as_json: bool) -> None:
+    """Delete an ended batch and its results."""
+    api = _Api(base_url, api_key, as_json)
+
+    def work() -> None:
+        deleted = api.client.delete(batch_id)
+        api.emit(deleted) if as_json else click.echo(f"deleted {deleted['id']}")
+
+    _run_client(work)
