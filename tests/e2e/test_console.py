@@ -1,0 +1,219 @@
+"""The web console in a real headless Chromium (Debian's /usr/bin/chromium, driven by
+Playwright) against a real server: watch a batch advance, open a result, cancel one batch
+and delete another from the page; screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from support.helpers import make_client, simple_params, wait_for_end
+from support.server import ROOT, ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+CONFIG = """
+[[models]]
+id = "slow-model"
+backend = "simulator"
+latency_ms = 150
+max_concurrency = 2
+
+[[models]]
+id = "claude-sim"
+backend = "simulator"
+display_name = "Claude (simulated)"
+max_tokens = 4096
+
+[[models]]
+id = "*"
+backend = "simulator"
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium package is needed: scripts/test installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    workdir = tmp_path_factory.mktemp("console")
+    proc = ServerProcess(f"sqlite:///{workdir / 'console.db'}", config_text=CONFIG, workdir=workdir)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+class Watched:
+    """A page whose console errors and uncaught exceptions are collected."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console: {message.text}")
+
+
+@pytest.fixture
+def watched(browser: Browser) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = Watched(context.new_page())
+    yield page
+    context.close()
+    assert page.errors == [], page.errors
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def progress_value(page: Page) -> int:
+    return int(page.locator("main .progress").first.get_attribute("aria-valuenow") or 0)
+
+
+def test_watch_a_batch_advance_and_open_a_result(server: ServerProcess, watched: Watched) -> None:
+    client = make_client(server.url)
+    batch = client.messages.batches.create(
+        requests=[{"custom_id": f"line-{i}", "params": simple_params(f"Question {i}", model="slow-model")} for i in range(40)]
+    )
+    page = watched.page
+    page.goto(f"{server.url}/console")
+    row = page.locator(f'tr[data-batch="{batch.id}"]')
+    expect(row).to_be_visible()
+    expect(row.locator(".status")).to_have_text("in progress")
+    shot(page, "console-list.png")
+
+    row.click()
+    expect(page.locator("h1")).to_have_text(batch.id)
+    first = progress_value(page)
+    page.wait_for_function(
+        f"() => Number(document.querySelector('main .progress').getAttribute('aria-valuenow')) > {first}", timeout=20_000
+    )
+    assert progress_value(page) > first  # it moved without a reload
+    expect(page.get_by_text(re.compile(r"\d+(\.\d)? /s"))).to_be_visible(timeout=10_000)  # throughput shown
+    shot(page, "console-detail-running.png")
+
+    expect(page.locator(".status").first).to_have_text("ended", timeout=60_000)
+    assert progress_value(page) == 40
+    expect(page.locator('[data-count="succeeded"]')).to_have_text("40")
+    result_row = page.locator('#results-table tr[data-custom-id="line-3"]')
+    if not result_row.is_visible():
+        page.locator("#more-results").click()
+    expect(result_row).to_be_visible()
+    result_row.click()
+    dialog = page.locator("#line-dialog")
+    expect(dialog).to_be_visible()
+    text = page.locator("#line-json").inner_text()
+    assert '"custom_id": "line-3"' in text and '"type": "succeeded"' in text
+    shot(page, "console-detail.png")
+    page.locator("#line-close").click()
+
+    page.select_option("#result-filter", "errored")
+    expect(page.get_by_text("No results written yet.")).to_be_visible()
+
+    with page.expect_download() as download:
+        page.locator("#download-results").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert len(lines) == 40
+
+
+def test_cancel_and_delete_from_the_page(server: ServerProcess, watched: Watched) -> None:
+    client = make_client(server.url)
+    running = client.messages.batches.create(
+        requests=[{"custom_id": f"c{i}", "params": simple_params(model="slow-model")} for i in range(300)]
+    )
+    finished = client.messages.batches.create(requests=[{"custom_id": "d", "params": simple_params()}])
+    wait_for_end(client, finished.id)
+    page = watched.page
+    page.on("dialog", lambda dialog: dialog.accept())
+
+    page.goto(f"{server.url}/console/#/batches/{running.id}")
+    expect(page.locator("#cancel-batch")).to_be_enabled()
+    expect(page.locator("#delete-batch")).to_be_disabled()
+    page.locator("#cancel-batch").click()
+    expect(page.locator(".status").first).to_have_text(re.compile("canceling|ended"), timeout=10_000)
+    assert client.messages.batches.retrieve(running.id).cancel_initiated_at is not None
+    expect(page.locator(".status").first).to_have_text("ended", timeout=60_000)
+    expect(page.locator('[data-count="canceled"]')).not_to_have_text("0")
+
+    page.goto(f"{server.url}/console/#/batches/{finished.id}")
+    expect(page.locator("#delete-batch")).to_be_enabled()
+    page.locator("#delete-batch").click()
+    expect(page).to_have_url(re.compile(r"#/batches$"))
+    expect(page.locator(f'tr[data-batch="{finished.id}"]')).to_have_count(0)
+    expect(page.locator(f'tr[data-batch="{running.id}"]')).to_be_visible()
+    assert finished.id not in [b.id for b in client.messages.batches.list(limit=100)]
+
+
+def test_models_page_and_narrow_screen(server: ServerProcess, browser: Browser) -> None:
+    client = make_client(server.url)
+    wait_for_end(client, client.messages.batches.create(requests=[{"custom_id": "n", "params": simple_params()}]).id)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = Watched(context.new_page())
+    try:
+        page.page.goto(f"{server.url}/console/#/models")
+        expect(page.page.locator("#models-table")).to_contain_text("Claude (simulated)")
+        expect(page.page.locator("#models-table")).to_contain_text("slow-model")
+        page.page.goto(f"{server.url}/console/#/batches")
+        expect(page.page.locator("#batch-table")).to_be_visible()
+        overflow = page.page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"page is {overflow}px wider than a phone"
+        table_overflow = page.page.evaluate(
+            "() => { const w = document.querySelector('.table-wrap'); return w.scrollWidth - w.clientWidth; }"
+        )
+        assert table_overflow <= 0, f"the batch table needs {table_overflow}px of sideways scrolling on a phone"
+        expect(page.page.locator("#batch-table .progress").first).to_be_visible()
+        shot(page.page, "console-narrow.png")
+        assert page.errors == [], page.errors
+    finally:
+        context.close()
+
+
+def test_key_field_when_keys_are_required(browser: Browser, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keyed.db'}"
+    made = subprocess.run(
+        [sys.executable, "-m", "batchyard", "keys", "create", "--workspace", "console", "--database", url],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env={**os.environ},
+    )
+    key = made.stdout.strip()
+    server = ServerProcess(url, config_text=CONFIG, workdir=tmp_path)
+    server.start()
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        batch = make_client(server.url, api_key=key).messages.batches.create(
+            requests=[{"custom_id": "k", "params": simple_params()}]
+        )
+        page.goto(f"{server.url}/console")
+        expect(page.locator("#key-form")).to_be_visible()
+        expect(page.locator("#banner")).to_contain_text("authentication_error")
+        page.fill("#key-input", key)
+        page.locator("#key-form button[type=submit]").click()
+        expect(page.locator(f'tr[data-batch="{batch.id}"]')).to_be_visible()
+        assert page.evaluate("() => sessionStorage.getItem('batchyard.key')") == key
+        assert page.evaluate("() => localStorage.length") == 0  # kept for the session only
+        time.sleep(0.2)
+    finally:
+        context.close()
+        server.stop()

@@ -1,0 +1,105 @@
+"""Store-level guarantees that need a real database: one sweeper at a time, and the
+lease fence that keeps a stale engine from writing a result."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import orjson
+
+from batchyard.batches import Batches
+from batchyard.config import Settings
+from batchyard.store import migrate
+from batchyard.store.batches import BatchStore, FinishedRequest
+from batchyard.store.database import Database, parse_database_url
+from batchyard.store.notify import Notifier
+from batchyard.store.schema import RequestState
+from support.databases import create_postgres_database, drop_postgres_database
+
+
+def test_only_one_process_holds_the_sweep_lock() -> None:
+    url = create_postgres_database()
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        first, second = Database(parse_database_url(url)), Database(parse_database_url(url))
+        try:
+            async with first.exclusive(42) as a:
+                async with second.exclusive(42) as b:
+                    pass
+            async with second.exclusive(42) as c:
+                pass
+            return a, b, c
+        finally:
+            await first.close()
+            await second.close()
+
+    try:
+        assert asyncio.run(scenario()) == (True, False, True)
+    finally:
+        drop_postgres_database(url)
+
+
+def test_stale_lease_holder_cannot_write(fresh_database_url: str) -> None:
+    async def scenario() -> tuple[list[str], list[str], bytes | None]:
+        db = Database(parse_database_url(fresh_database_url))
+        await migrate.upgrade(db)
+        try:
+            batches = Batches(BatchStore(db), Settings(), Notifier())
+            body = orjson.dumps({"requests": [{"custom_id": "only", "params": {"model": "m"}}]})
+            record = await batches.create("default", "2023-06-01", io.BytesIO(body))
+            (first,) = await batches.claim_ready("engine-a", 10)
+            await batches.store.release_all_leases()  # as if engine-a's lease had lapsed
+            (second,) = await batches.claim_ready("engine-a", 10)  # same owner name, new attempt
+            assert second.attempts == first.attempts + 1
+            stale = FinishedRequest(record.id, first.idx, first.attempts, RequestState.SUCCEEDED, b'{"stale":1}')
+            ended_by_stale = await batches.finish("engine-a", [stale])
+            fresh = FinishedRequest(record.id, second.idx, second.attempts, RequestState.SUCCEEDED, b'{"fresh":1}')
+            ended_by_fresh = await batches.finish("engine-a", [fresh])
+            again = await batches.finish("engine-a", [fresh])  # a replay after the end changes nothing
+            assert again == []
+            rows = await batches.store.result_rows(record.id, -1, 10)
+            return ended_by_stale, ended_by_fresh, rows[0].result
+        finally:
+            await db.close()
+
+    stale, fresh, result = asyncio.run(scenario())
+    assert stale == []
+    assert len(fresh) == 1
+    assert result == b'{"fresh":1}'
+
+
+def test_two_engines_finishing_the_last_two_requests_end_the_batch_once() -> None:
+    """Two processes (two pools) write the last two outcomes at the same moment, many times
+    over: the batch ends exactly once, with both results counted."""
+    url = create_postgres_database()
+
+    async def one_round(a: Batches, b: Batches) -> tuple[int, str, int]:
+        body = orjson.dumps({"requests": [{"custom_id": f"r{i}", "params": {"model": "m"}} for i in range(2)]})
+        record = await a.create("default", "2023-06-01", io.BytesIO(body))
+        first = await a.claim_ready("engine-a", 1)
+        second = await b.claim_ready("engine-b", 1)
+        assert len(first) == 1 and len(second) == 1 and first[0].idx != second[0].idx
+        outcome = lambda c: FinishedRequest(c.batch_id, c.idx, c.attempts, RequestState.SUCCEEDED, b"{}")  # noqa: E731
+        ended_a, ended_b = await asyncio.gather(
+            a.finish("engine-a", [outcome(first[0])]), b.finish("engine-b", [outcome(second[0])])
+        )
+        final = await a.store.get_batch(record.id, "default")
+        return len(ended_a) + len(ended_b), final.processing_status, final.succeeded
+
+    async def scenario() -> list[tuple[int, str, int]]:
+        db_a, db_b = Database(parse_database_url(url)), Database(parse_database_url(url))
+        await migrate.upgrade(db_a)
+        a = Batches(BatchStore(db_a), Settings(), Notifier())
+        b = Batches(BatchStore(db_b), Settings(), Notifier())
+        try:
+            return [await one_round(a, b) for _ in range(25)]
+        finally:
+            await db_a.close()
+            await db_b.close()
+
+    try:
+        rounds = asyncio.run(scenario())
+    finally:
+        drop_postgres_database(url)
+    assert rounds == [(1, "ended", 2)] * 25

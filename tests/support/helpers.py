@@ -1,0 +1,48 @@
+"""Helpers for tests that drive a real server with the official SDK."""
+
+from __future__ import annotations
+
+import time
+
+import anthropic
+import httpx
+
+
+def batch_routes(batch_id: str) -> tuple[tuple[str, str], ...]:
+    """Every route that names one batch, as (method, path)."""
+    return (
+        ("GET", f"/v1/messages/batches/{batch_id}"),
+        ("POST", f"/v1/messages/batches/{batch_id}/cancel"),
+        ("DELETE", f"/v1/messages/batches/{batch_id}"),
+        ("GET", f"/v1/messages/batches/{batch_id}/results"),
+    )
+
+
+def make_client(url: str, **kwargs: object) -> anthropic.Anthropic:
+    options: dict[str, object] = {"api_key": "test-key", "max_retries": 0, "_strict_response_validation": True}
+    return anthropic.Anthropic(base_url=url, **{**options, **kwargs})
+
+
+HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
+
+
+def raw(server_url: str) -> httpx.Client:
+    """A plain HTTP client with the classic headers, for checking bytes and headers."""
+    return httpx.Client(base_url=server_url, headers=HEADERS, timeout=60)
+
+
+def wait_for_end(client: anthropic.Anthropic, batch_id: str, timeout: float = 60.0) -> anthropic.types.messages.MessageBatch:
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = client.messages.batches.retrieve(batch_id)
+        if batch.processing_status == "ended":
+            return batch
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch {batch_id} did not end in {timeout}s: {batch}")
+        time.sleep(0.1)
+
+
+def simple_params(text: str = "Hello there", model: str = "claude-sim", **extra: object) -> dict[str, object]:
+    return {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}], **extra}
+
+
