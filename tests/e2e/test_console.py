@@ -95,7 +95,7 @@ def progress_value(page: Page) -> int:
 def test_watch_a_batch_advance_and_open_a_result(server: ServerProcess, watched: Watched) -> None:
     client = make_client(server.url)
     batch = client.messages.batches.create(
-        requests=[{"custom_id": f"line-{i}", "params": simple_params(f"Question {i}", model="slow-model")} for i in range(40)]
+        requests=[{"custom_id": f"line-{i}", "params": simple_params(f"Question {i}", model="slow-model")} for i in range(80)]
     )
     page = watched.page
     page.goto(f"{server.url}/console")
@@ -115,8 +115,8 @@ def test_watch_a_batch_advance_and_open_a_result(server: ServerProcess, watched:
     shot(page, "console-detail-running.png")
 
     expect(page.locator(".status").first).to_have_text("ended", timeout=60_000)
-    assert progress_value(page) == 40
-    expect(page.locator('[data-count="succeeded"]')).to_have_text("40")
+    assert progress_value(page) == 80
+    expect(page.locator('[data-count="succeeded"]')).to_have_text("80")
     result_row = page.locator('#results-table tr[data-custom-id="line-3"]')
     if not result_row.is_visible():
         page.locator("#more-results").click()
@@ -135,7 +135,7 @@ def test_watch_a_batch_advance_and_open_a_result(server: ServerProcess, watched:
     with page.expect_download() as download:
         page.locator("#download-results").click()
     lines = Path(download.value.path()).read_text().splitlines()
-    assert len(lines) == 40
+    assert len(lines) == 80
 
 
 def test_cancel_and_delete_from_the_page(server: ServerProcess, watched: Watched) -> None:
