@@ -39,6 +39,18 @@ class QueueFull(Exception):
         self.queued, self.adding, self.limit = queued, adding, limit
 
 
+
+def _held_lease() -> tuple[Any, ...]:
+    """The fence of every write by a lease holder: the request is still running, under
+    this owner (`o`) and this attempt (`a`). A stale worker's write matches no row."""
+    return (
+        R.c.batch_id == bindparam("b"),
+        R.c.idx == bindparam("i"),
+        R.c.attempts == bindparam("a"),
+        R.c.lease_owner == bindparam("o"),
+        R.c.state == RequestState.RUNNING,
+    )
+
 @dataclass(slots=True)
 class BatchRecord:
     id: str
@@ -314,13 +326,7 @@ class BatchStore:
             return
         statement = (
             update(R)
-            .where(
-                R.c.batch_id == bindparam("b"),
-                R.c.idx == bindparam("i"),
-                R.c.attempts == bindparam("a"),
-                R.c.lease_owner == bindparam("o"),
-                R.c.state == RequestState.RUNNING,
-            )
+            .where(*_held_lease())
             .values(lease_expires_at=bindparam("until"))
         )
         async with self.db.write() as conn:
@@ -334,13 +340,7 @@ class BatchStore:
             return
         statement = (
             update(R)
-            .where(
-                R.c.batch_id == bindparam("b"),
-                R.c.idx == bindparam("i"),
-                R.c.attempts == bindparam("a"),
-                R.c.lease_owner == bindparam("o"),
-                R.c.state == RequestState.RUNNING,
-            )
+            .where(*_held_lease())
             .values(state=RequestState.PENDING, lease_owner=None, lease_expires_at=None, attempts=R.c.attempts - 1)
         )
         async with self.db.write() as conn:
@@ -368,13 +368,7 @@ class BatchStore:
         ]
         statement = (
             update(R)
-            .where(
-                R.c.batch_id == bindparam("b"),
-                R.c.idx == bindparam("i"),
-                R.c.attempts == bindparam("a"),
-                R.c.lease_owner == bindparam("o"),
-                R.c.state == RequestState.RUNNING,
-            )
+            .where(*_held_lease())
             .values(
                 state=bindparam("state"),
                 result=bindparam("result"),
