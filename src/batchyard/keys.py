@@ -2,8 +2,9 @@
 
 A key is ``sk-by-`` followed by 43 base64url characters (256 random bits). Only its
 SHA-256 is stored; a presented key is hashed and looked up by that hash, so no secret is
-ever compared character by character. Checks are cached for a few seconds per process,
-which is also how soon a disabled key stops working everywhere.
+ever compared character by character. Checks are cached for a few seconds per process.
+On PostgreSQL a disabled key stops working everywhere at once (a notice clears every
+process's cache); on SQLite within those few seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from .protocol.ids import BASE58_ALPHABET
 from .protocol.timestamps import now_us
 from .store.keys import KeyRecord, KeyStore
+from .store.notify import Notice
 
 log = logging.getLogger("batchyard.keys")
 
@@ -122,6 +124,11 @@ class KeyRing:
             self._pending_touch[record.id] = now_us()
         return Caller(record.id, record.workspace_id, record.workspace_name)
 
+    def forget(self) -> None:
+        """Drop every cached answer: the next check of each key asks the database."""
+        self._cache.clear()
+        self._count = None
+
     async def flush_usage(self) -> None:
         pending, self._pending_touch = self._pending_touch, {}
         if pending:
@@ -144,6 +151,13 @@ async def create_key(store: KeyStore, workspace: str, name: str | None) -> tuple
         now=now,
     )
     return key_id, workspace_id, secret
+
+
+async def forget_disabled_keys(ring: KeyRing, notices: asyncio.Queue[Notice]) -> None:
+    """Clear the ring's cache whenever any process disables a key."""
+    while True:
+        if (await notices.get()).kind == "key-disabled":
+            ring.forget()
 
 
 async def flush_usage_forever(ring: KeyRing, every: float = 10.0) -> None:

@@ -11,7 +11,7 @@ from .batches import Batches
 from .config import Settings
 from .engine.dispatcher import Engine, make_limiters
 from .engine.limits import RouteLimiter
-from .keys import KeyRing, flush_usage_forever
+from .keys import KeyRing, flush_usage_forever, forget_disabled_keys
 from .messages import Messages
 from .metrics import Metrics
 from .store import migrate
@@ -77,6 +77,9 @@ async def open_services(settings: Settings, *, run_engine: bool, metrics: Metric
         keys=KeyRing(KeyStore(db), require_keys=settings.require_keys),
     )
     services.background.append(asyncio.create_task(flush_usage_forever(services.keys), name="key-usage"))
+    services.background.append(
+        asyncio.create_task(forget_disabled_keys(services.keys, notifier.subscribe()), name="key-notices")
+    )
     if run_engine:
         services.engine = Engine(batches, router, settings.engine, notifier, metrics, limiters=limiters)
         await services.engine.start(sole_engine=not db.is_postgres)

@@ -190,9 +190,9 @@ class Engine:
         while True:
             notice = await self._notices.get()
             if notice.kind == "canceled":
-                self._closed_batches.add(notice.batch_id)
-                self._spawn_upkeep(self.batches.close_canceled(notice.batch_id))
-            else:  # "created", "requeued": there may be work
+                self._closed_batches.add(notice.subject)
+                self._spawn_upkeep(self.batches.close_canceled(notice.subject))
+            elif notice.kind in ("created", "requeued"):  # there may be work
                 self._drained = False
                 self._wake.set()
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 
 from .database import Database
+from .notify import CHANNEL
 from .schema import api_keys, workspaces
 
 K = api_keys
@@ -72,11 +73,16 @@ class KeyStore:
             return [KeyRecord.from_row(r) for r in await conn.execute(query)]
 
     async def disable(self, key_id: str, now: int) -> bool:
+        """Disable a key. On PostgreSQL every server process hears of it when this commits
+        (NOTIFY is transactional) and drops its cached checks; SQLite servers see it when
+        their cache entry expires (seconds)."""
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(K).where(K.c.id == key_id, K.c.disabled_at.is_(None)).values(disabled_at=now)
             )
             if result.rowcount:
+                if self.db.is_postgres:
+                    await conn.execute(select(func.pg_notify(CHANNEL, f"key-disabled:{key_id}")))
                 return True
             return (await conn.execute(select(K.c.id).where(K.c.id == key_id))).first() is not None
 

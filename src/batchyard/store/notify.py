@@ -1,4 +1,5 @@
-"""Wake-ups between the API and the engine: "a batch was created", "a batch was canceled".
+"""Wake-ups between processes: "a batch was created", "a batch was canceled", "a key was
+disabled".
 
 In one process (SQLite, or ``serve`` with its own engine) they travel in memory. With
 PostgreSQL they also go through ``LISTEN/NOTIFY`` so that workers in other processes
@@ -20,8 +21,8 @@ CHANNEL = "batchyard"
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    kind: str  # "created" | "canceled"
-    batch_id: str
+    kind: str  # "created" | "canceled" | "requeued" | "key-disabled"
+    subject: str  # a batch id, "*", or a key id
 
 
 class Notifier:
@@ -84,9 +85,9 @@ class PostgresNotifier(Notifier):
                 await self._listener.close()
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        kind, _, batch_id = payload.partition(":")
-        if kind and batch_id:
-            self.deliver(Notice(kind, batch_id))
+        kind, _, subject = payload.partition(":")
+        if kind and subject:
+            self.deliver(Notice(kind, subject))
 
     async def _listen_forever(self) -> None:
         delay = 0.1
@@ -114,7 +115,7 @@ class PostgresNotifier(Notifier):
 
     async def publish(self, notice: Notice) -> None:
         self.deliver(notice)  # this process at once
-        payload = f"{notice.kind}:{notice.batch_id}"
+        payload = f"{notice.kind}:{notice.subject}"
         try:
             async with self._publish_lock:
                 conn = self._listener
