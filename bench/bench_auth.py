@@ -2,6 +2,7 @@
 at 64 connections, in open mode and then with a key (limit high enough never to refuse).
 
     .venv/bin/python bench/bench_auth.py --seconds 8
+    .venv/bin/python bench/bench_auth.py --seconds 8 --database pg   # shared buckets in PostgreSQL
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from bench_messages import WRK_SCRIPT, BODY, _ms  # noqa: E402
+from support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
 from support.server import ServerProcess  # noqa: E402
 
 import re  # noqa: E402
@@ -54,10 +56,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--database", choices=["sqlite", "pg"], default="sqlite")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        url = f"sqlite:///{workdir / 'auth.db'}"
+        url = f"sqlite:///{workdir / 'auth.db'}" if args.database == "sqlite" else create_postgres_database()
         rows = {}
         for mode in ("open", "keys"):
             key = "bench"
@@ -74,7 +77,9 @@ def main() -> None:
                 rows[mode] = wrk(server.url, key, args.connections, args.seconds, workdir)
             finally:
                 server.stop()
-        print(f"# cpus={os.cpu_count()} wrk -c{args.connections}, POST /v1/messages, simulator 0 ms", flush=True)
+        if args.database == "pg":
+            drop_postgres_database(url)
+        print(f"# cpus={os.cpu_count()} wrk -c{args.connections}, POST /v1/messages, simulator 0 ms, {args.database}", flush=True)
         for mode, row in rows.items():
             print(json.dumps({"mode": mode, **row}), flush=True)
         print(json.dumps({

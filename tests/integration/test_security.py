@@ -374,3 +374,27 @@ def test_require_keys_without_any_key(tmp_path: Path) -> None:
         assert response.json()["error"]["message"] == "invalid x-api-key"
     finally:
         server.stop()
+
+
+def test_rate_limit_is_one_bucket_across_api_processes_on_postgresql(tmp_path: Path) -> None:
+    # Two API processes behind a (here: round-robin by hand) load balancer, one key of
+    # workspace "tiny" (5 requests a minute): together they allow 5, not 5 each, and the
+    # remaining count goes down across them. One token refills every 12 s; the ten
+    # requests take well under that.
+    url = new_database("postgresql", tmp_path)
+    servers: list[ServerProcess] = []
+    try:
+        key = make_key("tiny", url, tmp_path)
+        servers = [ServerProcess(url, config_text=CONFIG, workdir=tmp_path, extra_args=["--no-engine"]).start() for _ in range(2)]
+        answers = []
+        for i in range(10):
+            with httpx.Client(base_url=servers[i % 2].url, headers={"anthropic-version": "2023-06-01", "x-api-key": key}) as http:
+                answers.append(http.get("/v1/models"))
+    finally:
+        for server in servers:
+            server.stop()
+        dispose(url)
+    assert [a.status_code for a in answers] == [200] * 5 + [429] * 5
+    assert [int(a.headers["anthropic-ratelimit-requests-remaining"]) for a in answers[:5]] == [4, 3, 2, 1, 0]
+    refused = answers[5:]
+    assert all(a.json()["error"]["type"] == "rate_limit_error" and int(a.headers["retry-after"]) >= 1 for a in refused)

@@ -17,12 +17,14 @@ from ..console import routes as console_routes
 from ..metrics import Metrics
 from ..protocol.errors import ApiError
 from ..services import open_services
+from ..store.ratelimits import RateStore
 from . import batches as batch_routes
 from . import observability
 from . import messages as message_routes
 from . import models as model_routes
 from .auth import Auth
 from .middleware import ApiMiddleware
+from .ratelimit import SharedRequestLimiter
 from .responses import error_response, request_id_of
 
 log = logging.getLogger("batchyard.api")
@@ -58,6 +60,8 @@ def create_app(settings: Settings, *, run_engine: bool = True, access_log: bool 
         svc = await open_services(settings, run_engine=run_engine, metrics=metrics)
         app.state.services = svc
         auth.ring = svc.keys
+        if svc.db.is_postgres:  # API processes may be many: they share one bucket per key
+            auth.shared = SharedRequestLimiter(RateStore(svc.db), auth.limiter)
         log.info("serving", extra={"database": svc.db.url.redacted(), "engine": run_engine})
         if not await svc.keys.keys_required():
             log.warning(

@@ -13,7 +13,7 @@ from starlette.types import Scope
 from ..config import Settings
 from ..keys import KeyRing
 from ..protocol.errors import ApiError
-from .ratelimit import RequestLimiter
+from .ratelimit import RequestLimiter, SharedRequestLimiter
 
 OPEN_WORKSPACE = "default"
 
@@ -35,6 +35,7 @@ class Auth:
         self.settings = settings
         self.ring: KeyRing | None = None  # bound once the database is open
         self.limiter = RequestLimiter()
+        self.shared: SharedRequestLimiter | None = None  # bound on PostgreSQL
 
     async def __call__(self, scope: Scope, headers: Headers) -> dict[str, str]:
         """Authenticate and rate-limit one request; returns headers for the response."""
@@ -56,7 +57,10 @@ class Auth:
         state["workspace_name"] = caller.workspace_name
         state["key_id"] = caller.key_id
         per_minute, _ = self.settings.rate_limits.for_workspace(caller.workspace_name)
-        decision = self.limiter.take(caller.key_id, per_minute)
+        if self.shared is not None:
+            decision = await self.shared.take(caller.key_id, per_minute)
+        else:
+            decision = self.limiter.take(caller.key_id, per_minute)
         if decision is None:
             return {}
         limit_headers = decision.headers()

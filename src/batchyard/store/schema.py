@@ -7,6 +7,7 @@ from enum import IntEnum
 
 from sqlalchemy import (
     BigInteger,
+    Float,
     Column,
     Index,
     Integer,
@@ -112,4 +113,17 @@ api_keys = Table(
     Column("last_used_at", BigInteger),
     Column("disabled_at", BigInteger),
     Index("ix_api_keys_workspace", "workspace_id"),
+)
+
+# One requests-per-minute bucket per API key, shared by every API process on PostgreSQL:
+# ``tokens`` as of ``stamp`` (microseconds, the database's clock), ``granted`` what the
+# last grab took out.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("capacity", Integer, nullable=False),
+    Column("tokens", Float(precision=53), nullable=False),
+    Column("stamp", BigInteger, nullable=False),
+    Column("granted", Integer, nullable=False),
 )
