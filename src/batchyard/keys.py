@@ -75,6 +75,7 @@ class KeyRing:
         self._count_loading: asyncio.Future[int] | None = None
         self._touched: dict[str, float] = {}
         self._pending_touch: dict[str, int] = {}
+        self._generation = 0  # bumped by forget(): answers read before it are not cached
 
     async def _load_count(self) -> int:
         try:
@@ -95,11 +96,13 @@ class KeyRing:
         return self._count[0] > 0
 
     async def _load(self, digest: str) -> KeyRecord | None:
+        generation = self._generation
         try:
             record = await self.store.find(digest)
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[digest] = _Cached(record, time.monotonic() + CACHE_SECONDS)
+            if generation == self._generation:
+                self._cache[digest] = _Cached(record, time.monotonic() + CACHE_SECONDS)
             return record
         finally:
             self._loading.pop(digest, None)
@@ -126,6 +129,7 @@ class KeyRing:
 
     def forget(self) -> None:
         """Drop every cached answer: the next check of each key asks the database."""
+        self._generation += 1
         self._cache.clear()
         self._count = None
 
