@@ -21,7 +21,7 @@ from .protocol.batch_create import BatchBodyReader, BatchLine
 from .protocol.errors import ApiError, invalid_request, not_found
 from .protocol.ids import is_batch_id, new_batch_id
 from .protocol.timestamps import now_us, seconds_to_us
-from .store.batches import BatchRecord, BatchStore, ClaimedRequest, FinishedRequest, QueueFull
+from .store.batches import BatchRecord, BatchStore, ClaimedRequest, FinishedRequest, QueueFull, ResultRow
 from .store.notify import Notice, Notifier
 from .store.schema import RequestState
 
@@ -146,9 +146,7 @@ class Batches:
             rows = await self.store.result_rows(batch_id, after, RESULTS_PAGE)
             if not rows:
                 return
-            yield b"".join(
-                wire.result_line(row.custom_id, RequestState(row.state).result_type, row.result) for row in rows
-            )
+            yield b"".join(_result_line(row) for row in rows)
             after = rows[-1].idx
             if len(rows) < RESULTS_PAGE:
                 return
@@ -173,10 +171,8 @@ class Batches:
         finished = [RequestState.SUCCEEDED, RequestState.ERRORED, RequestState.CANCELED, RequestState.EXPIRED]
         if result_type is not None:
             finished = [s for s in finished if s.result_type == result_type]
-        rows = await self.store.finished_rows(batch_id, finished, after_idx, limit)
-        return [
-            (row.idx, wire.result_line(row.custom_id, RequestState(row.state).result_type, row.result)) for row in rows
-        ]
+        rows = await self.store.result_rows(batch_id, after_idx, limit, finished)
+        return [(row.idx, _result_line(row)) for row in rows]
 
     # -- the engine side ---------------------------------------------------------------
 
@@ -249,3 +245,7 @@ class Batches:
 
     def results_url(self, base_url: str, batch_id: str) -> str:
         return f"{base_url}/v1/messages/batches/{batch_id}/results"
+
+
+def _result_line(row: ResultRow) -> bytes:
+    return wire.result_line(row.custom_id, RequestState(row.state).result_type, row.result)

@@ -123,6 +123,16 @@ def _picked(query: Any) -> Any:
     return query.cte("picked").prefix_with("MATERIALIZED")
 
 
+def _to_close(now: int) -> tuple[Any, ...]:
+    """Open batches the sweeper must close: canceling, or past their expiry."""
+    return (B.c.processing_status != "ended", (B.c.processing_status == "canceling") | (B.c.expires_at <= now))
+
+
+def _by_state(batch_id: str) -> Any:
+    """A batch's requests counted by state."""
+    return select(R.c.state, func.count()).where(R.c.batch_id == batch_id).group_by(R.c.state)
+
+
 class BatchStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -237,37 +247,23 @@ class BatchStore:
             await conn.execute(delete(B).where(B.c.id == batch_id))
             return "deleted"
 
-    async def result_rows(self, batch_id: str, after_idx: int, limit: int) -> list[ResultRow]:
-        """One page of a batch's results, in submission order, for streaming out."""
-        query = (
-            select(R.c.idx, R.c.custom_id, R.c.state, R.c.result)
-            .where(R.c.batch_id == batch_id, R.c.idx > after_idx)
-            .order_by(R.c.idx)
-            .limit(limit)
-        )
+    async def result_rows(
+        self, batch_id: str, after_idx: int, limit: int, states: Sequence[RequestState] | None = None
+    ) -> list[ResultRow]:
+        """One page of a batch's rows after ``after_idx``, in submission order: all of them
+        (streaming the results out), or only those in ``states`` (the console's viewer)."""
+        query = select(R.c.idx, R.c.custom_id, R.c.state, R.c.result).where(R.c.batch_id == batch_id, R.c.idx > after_idx)
+        if states is not None:
+            query = query.where(R.c.state.in_([int(s) for s in states]))
         async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [ResultRow(*row) for row in rows]
+            return [ResultRow(*row) for row in await conn.execute(query.order_by(R.c.idx).limit(limit))]
 
     # -- the work queue ----------------------------------------------------------------
 
     async def state_counts(self, batch_id: str) -> dict[RequestState, int]:
         """Requests of one batch by state, live (the API shows these only at the end)."""
-        query = select(R.c.state, func.count()).where(R.c.batch_id == batch_id).group_by(R.c.state)
         async with self.db.read() as conn:
-            return {RequestState(state): n for state, n in await conn.execute(query)}
-
-    async def finished_rows(
-        self, batch_id: str, states: Sequence[RequestState], after_idx: int, limit: int
-    ) -> list[ResultRow]:
-        query = (
-            select(R.c.idx, R.c.custom_id, R.c.state, R.c.result)
-            .where(R.c.batch_id == batch_id, R.c.state.in_([int(s) for s in states]), R.c.idx > after_idx)
-            .order_by(R.c.idx)
-            .limit(limit)
-        )
-        async with self.db.read() as conn:
-            return [ResultRow(*row) for row in await conn.execute(query)]
+            return {RequestState(state): n for state, n in await conn.execute(_by_state(batch_id))}
 
     async def claimable_batches(self, now: int) -> list[tuple[str, str, int]]:
         """In-progress batches with a request ready to run: (id, api_version, expires_at),
@@ -396,12 +392,7 @@ class BatchStore:
         ).first()
         if still_open is not None:
             return False
-        counts = {
-            RequestState(state).result_type: n
-            for state, n in await conn.execute(
-                select(R.c.state, func.count()).where(R.c.batch_id == batch_id).group_by(R.c.state)
-            )
-        }
+        counts = {RequestState(state).result_type: n for state, n in await conn.execute(_by_state(batch_id))}
         result = await conn.execute(
             update(B)
             .where(B.c.id == batch_id, B.c.processing_status != "ended")
@@ -423,10 +414,7 @@ class BatchStore:
         asked this and nothing more.)"""
         checks = [
             exists().where(R.c.state == RequestState.RUNNING, R.c.lease_expires_at < now),
-            exists().where(
-                B.c.processing_status != "ended",
-                (B.c.processing_status == "canceling") | (B.c.expires_at <= now),
-            ),
+            exists().where(*_to_close(now)),
         ]
         if archive_cutoff is not None:
             checks.append(
@@ -450,10 +438,7 @@ class BatchStore:
 
     async def batches_to_close(self, now: int) -> list[tuple[str, str]]:
         """Open batches that are canceling or past expiry: (id, what to do)."""
-        query = select(B.c.id, B.c.processing_status, B.c.expires_at).where(
-            B.c.processing_status != "ended",
-            (B.c.processing_status == "canceling") | (B.c.expires_at <= now),
-        )
+        query = select(B.c.id, B.c.expires_at).where(*_to_close(now))
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [(r.id, "expire" if r.expires_at <= now else "cancel") for r in rows]
