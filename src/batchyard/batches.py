@@ -21,7 +21,7 @@ from .protocol.batch_create import BatchBodyReader, BatchLine
 from .protocol.errors import ApiError, invalid_request, not_found
 from .protocol.ids import is_batch_id, new_batch_id
 from .protocol.timestamps import now_us, seconds_to_us
-from .store.batches import BatchRecord, BatchStore, ClaimedRequest, FinishedRequest, QueueFull, ResultRow
+from .store.batches import BatchRecord, BatchStore, ClaimedRequest, FinishedRequest, QueueFigures, QueueFull, ResultRow
 from .store.notify import Notice, Notifier
 from .store.schema import RequestState
 
@@ -174,6 +174,10 @@ class Batches:
         rows = await self.store.result_rows(batch_id, after_idx, limit, finished)
         return [(row.idx, _result_line(row)) for row in rows]
 
+    async def queue_figures(self) -> QueueFigures:
+        """Requests by state, queue depth and batches by status, for /metrics."""
+        return await self.store.queue_figures()
+
     # -- the engine side ---------------------------------------------------------------
 
     async def claim_ready(self, owner: str, want: int) -> list[ClaimedRequest]:
@@ -204,6 +208,17 @@ class Batches:
 
     async def release(self, owner: str, held: Sequence[ClaimedRequest]) -> None:
         await self.store.release(owner, [(c.batch_id, c.idx, c.attempts) for c in held])
+
+    async def release_all(self) -> None:
+        """Every running request back to the queue: for the only engine of a database
+        (embedded SQLite) when it starts, after a crash left leases behind."""
+        released = await self.store.release_all_leases()
+        if released:
+            log.warning("released leases left by a previous run", extra={"requests": released})
+
+    async def not_in_progress(self, batch_ids: set[str]) -> set[str]:
+        """Which of these batches take no new work any more (canceling, ended, deleted)."""
+        return await self.store.not_in_progress(batch_ids) if batch_ids else set()
 
     async def finish(self, owner: str, outcomes: Sequence[FinishedRequest]) -> list[str]:
         ended = await self.store.finish(owner, outcomes, now_us())

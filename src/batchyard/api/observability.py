@@ -32,7 +32,7 @@ async def metrics(request: Request) -> Response:
     svc = services(request)
     lines = svc.metrics.render()
     try:
-        figures = await svc.batches.store.queue_figures()
+        figures = await svc.batches.queue_figures()
     except Exception:
         figures = None  # the process's own counters are still worth serving
     if figures is not None:

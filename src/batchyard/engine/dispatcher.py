@@ -103,9 +103,7 @@ class Engine:
 
     async def start(self, *, sole_engine: bool = False) -> None:
         if sole_engine:
-            released = await self.batches.store.release_all_leases()
-            if released:
-                log.warning("released leases left by a previous run", extra={"requests": released})
+            await self.batches.release_all()
         self._notices = self.notifier.subscribe()
         self._loops = [
             asyncio.create_task(self._guarded(self._dispatch_loop), name="engine-dispatch"),
@@ -321,7 +319,7 @@ class Engine:
             await asyncio.sleep(CANCEL_REFRESH)
             in_hand = list(self.held.values())
             batch_ids = {r.batch_id for r in in_hand}
-            closed = await self.batches.store.not_in_progress(batch_ids) if batch_ids else set()
+            closed = await self.batches.not_in_progress(batch_ids)
             # Only batches with requests in hand matter: claims never take closed batches.
             current = {r.batch_id for r in self.held.values()}
             self._closed_batches = (self._closed_batches & current) | closed
