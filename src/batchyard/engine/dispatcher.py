@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+
 from ..backends.base import BackendError, GenerateRequest
 from ..backends.router import Router
 from ..batches import Batches
@@ -60,11 +62,16 @@ def backoff_delay(attempt: int, retry_after: float | None, base: float = 1.0, ca
 
 def _parse_params(raw: bytes) -> Any:
     try:
-        import orjson
-
         return orjson.loads(raw)
     except ValueError:
         return loads_strict(raw)  # big integers and the like: the validator words the error
+
+
+def _outcome(
+    request: ClaimedRequest, state: RequestState, result: bytes | None = None, next_attempt_at: int = 0
+) -> FinishedRequest:
+    """What became of a claimed request, fenced by the attempt it was claimed with."""
+    return FinishedRequest(request.batch_id, request.idx, request.attempts, state, result, next_attempt_at)
 
 
 class Engine:
@@ -222,13 +229,11 @@ class Engine:
         self._outcome_ready.set()
 
     def _errored(self, request: ClaimedRequest, error_type: str, message: str) -> FinishedRequest:
-        return FinishedRequest(
-            request.batch_id, request.idx, request.attempts, RequestState.ERRORED, wire.errored_result(error_type, message)
-        )
+        return _outcome(request, RequestState.ERRORED, wire.errored_result(error_type, message))
 
     async def _execute(self, request: ClaimedRequest) -> FinishedRequest:
         if request.batch_id in self._closed_batches:
-            return FinishedRequest(request.batch_id, request.idx, request.attempts, RequestState.CANCELED, None)
+            return _outcome(request, RequestState.CANCELED)
         try:
             body = _parse_params(request.params)
             validated = validate_message_request(body, request.api_version, self.router, in_batch=True)
@@ -244,7 +249,7 @@ class Engine:
             # A request counts as started once it holds a slot: after a cancel is seen,
             # nothing of that batch gets this far.
             if request.batch_id in self._closed_batches:
-                return FinishedRequest(request.batch_id, request.idx, request.attempts, RequestState.CANCELED, None)
+                return _outcome(request, RequestState.CANCELED)
             started = time.perf_counter()
             try:
                 message = await backend.create(
@@ -256,9 +261,7 @@ class Engine:
             finally:
                 self.metrics.backend_latency.observe(time.perf_counter() - started, route=route.id)
             record_call(limiter, self.metrics, route=route.id, kind="batch")
-        return FinishedRequest(
-            request.batch_id, request.idx, request.attempts, RequestState.SUCCEEDED, wire.succeeded_result(message)
-        )
+        return _outcome(request, RequestState.SUCCEEDED, wire.succeeded_result(message))
 
     def _after_failure(self, request: ClaimedRequest, route: Route, exc: BackendError) -> FinishedRequest:
         if exc.retryable and request.attempts < route.max_attempts:
@@ -266,9 +269,7 @@ class Engine:
             next_at = now_us() + seconds_to_us(delay)
             if next_at < request.expires_at:
                 self.metrics.retries.inc(route=route.id)
-                return FinishedRequest(
-                    request.batch_id, request.idx, request.attempts, RequestState.PENDING, None, next_attempt_at=next_at
-                )
+                return _outcome(request, RequestState.PENDING, next_attempt_at=next_at)
         return self._errored(request, exc.error_type, exc.message)
 
     # -- writing ---------------------------------------------------------------------
