@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from .backends.base import Backend, BackendError, GenerateRequest
 from .backends.router import Router
-from .engine.limits import RouteLimiter, record_call
+from .engine.limits import RouteLimiter, measured_create, record_call
 from .metrics import Metrics
 from .protocol.messages import MessageCreateRequest, ValidatedRequest, validate_message_request
 from .protocol.sse import PING
@@ -40,18 +39,9 @@ class Messages:
     async def create(self, validated: ValidatedRequest) -> dict[str, Any]:
         backend, limiter = self._route(validated)
         assert isinstance(validated.model, MessageCreateRequest)
-        route = backend.route.id
+        request = GenerateRequest(validated.model, validated.body, validated.version)
         async with limiter.slot(interactive=True):
-            started = time.perf_counter()
-            try:
-                message = await backend.create(GenerateRequest(validated.model, validated.body, validated.version))
-            except BackendError as exc:
-                record_call(limiter, self.metrics, route=route, kind="interactive", error=exc)
-                raise
-            finally:
-                self.metrics.backend_latency.observe(time.perf_counter() - started, route=route)
-            record_call(limiter, self.metrics, route=route, kind="interactive")
-        return message
+            return await measured_create(backend, request, limiter, self.metrics, kind="interactive")
 
     async def stream(self, validated: ValidatedRequest) -> AsyncIterator[dict[str, Any]]:
         """The stream's events. The first event is produced before this returns, so a

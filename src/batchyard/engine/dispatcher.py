@@ -16,7 +16,6 @@ import os
 import random
 import secrets
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,7 +35,7 @@ from ..store.batches import ClaimedRequest, FinishedRequest
 from ..store.database import is_database_outage
 from ..store.notify import Notifier
 from ..store.schema import RequestState
-from .limits import RouteLimiter, record_call
+from .limits import RouteLimiter, measured_create
 
 log = logging.getLogger("batchyard.engine")
 
@@ -250,17 +249,16 @@ class Engine:
             # nothing of that batch gets this far.
             if request.batch_id in self._closed_batches:
                 return _outcome(request, RequestState.CANCELED)
-            started = time.perf_counter()
             try:
-                message = await backend.create(
-                    GenerateRequest(validated.model, body, request.api_version, service_tier="batch")
+                message = await measured_create(
+                    backend,
+                    GenerateRequest(validated.model, body, request.api_version, service_tier="batch"),
+                    limiter,
+                    self.metrics,
+                    kind="batch",
                 )
             except BackendError as exc:
-                record_call(limiter, self.metrics, route=route.id, kind="batch", error=exc)
                 return self._after_failure(request, route, exc)
-            finally:
-                self.metrics.backend_latency.observe(time.perf_counter() - started, route=route.id)
-            record_call(limiter, self.metrics, route=route.id, kind="batch")
         return _outcome(request, RequestState.SUCCEEDED, wire.succeeded_result(message))
 
     def _after_failure(self, request: ClaimedRequest, route: Route, exc: BackendError) -> FinishedRequest:

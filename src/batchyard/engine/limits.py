@@ -10,13 +10,16 @@ configured ``max_concurrency`` nor below one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from ..backends.base import BackendError
 
 if TYPE_CHECKING:
-    from ..backends.base import BackendError
+    from ..backends.base import Backend, GenerateRequest
     from ..metrics import Metrics
 
 OVERLOADED_STATUSES = (429, 529)
@@ -106,3 +109,21 @@ def record_call(
     """Feed one backend call's outcome to its route's limiter and to the metrics."""
     limiter.record(overloaded=error is not None and error.status in OVERLOADED_STATUSES)
     metrics.backend_calls.inc(route=route, kind=kind, outcome="ok" if error is None else error.error_type)
+
+
+async def measured_create(
+    backend: Backend, request: GenerateRequest, limiter: RouteLimiter, metrics: Metrics, *, kind: str
+) -> dict[str, Any]:
+    """One non-streaming backend call, made inside the caller's slot: its latency and
+    outcome go to the metrics and its outcome to the route's limiter."""
+    route = backend.route.id
+    started = time.perf_counter()
+    try:
+        message = await backend.create(request)
+    except BackendError as exc:
+        record_call(limiter, metrics, route=route, kind=kind, error=exc)
+        raise
+    finally:
+        metrics.backend_latency.observe(time.perf_counter() - started, route=route)
+    record_call(limiter, metrics, route=route, kind=kind)
+    return message
