@@ -15,6 +15,7 @@ from .bodies import spool_body
 from .responses import json_response, page_response
 from .state import services
 
+
 def _scope(request: Request) -> tuple[str, str]:
     state = request.scope["state"]
     return state["workspace_id"], state["api_version"]
