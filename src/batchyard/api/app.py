@@ -25,14 +25,14 @@ from . import models as model_routes
 from .auth import Auth
 from .middleware import ApiMiddleware
 from .ratelimit import SharedRequestLimiter
-from .responses import error_response, request_id_of
+from .responses import error_response
 
 log = logging.getLogger("batchyard.api")
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc, request_id_of(request))
+    return error_response(exc, request)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -48,7 +48,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         )
     else:
         error = ApiError("invalid_request_error", str(exc.detail), status=exc.status_code)
-    return error_response(error, request_id_of(request))
+    return error_response(error, request)
 
 
 def create_app(settings: Settings, *, run_engine: bool = True, access_log: bool = False) -> Starlette:

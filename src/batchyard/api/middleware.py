@@ -18,19 +18,26 @@ from ..protocol.ids import new_request_id
 from ..protocol.versions import check_version
 from ..store.database import is_database_outage
 from .responses import error_body, error_headers
+from .surfaces import Surface, surface_for
 
 log = logging.getLogger("batchyard.api")
 
 Gate = Callable[[Scope, Headers], Awaitable[dict[str, str]]]  # returns headers for the response
 
 
-async def send_error(send: Send, exc: ApiError, request_id: str, extra: dict[str, str] | None = None) -> None:
+async def send_error(
+    send: Send,
+    exc: ApiError,
+    request_id: str,
+    extra: dict[str, str] | None = None,
+    surface: Surface = Surface.ANTHROPIC,
+) -> None:
     headers = MutableHeaders()
     headers["content-type"] = "application/json"
     headers["request-id"] = request_id
     for name, value in {**error_headers(exc), **(extra or {})}.items():
         headers[name] = value
-    body = error_body(exc, request_id)
+    body = error_body(exc, request_id, surface)
     headers["content-length"] = str(len(body))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers.raw})
     await send({"type": "http.response.body", "body": body})
@@ -71,14 +78,16 @@ class ApiMiddleware:
         async def fail(exc: ApiError) -> None:
             nonlocal status
             status = exc.status
-            await send_error(send, exc, request_id)
+            await send_error(send, exc, request_id, surface=state.get("surface", Surface.ANTHROPIC))
 
         try:
             path = scope["path"]
             if path.startswith("/v1/"):
                 headers = Headers(scope=scope)
+                surface = state["surface"] = surface_for(path, headers)
                 extra_headers = await self.gate(scope, headers)
-                state["api_version"] = check_version(headers.get("anthropic-version"))
+                if surface is Surface.ANTHROPIC:
+                    state["api_version"] = check_version(headers.get("anthropic-version"))
             elif path.startswith("/console/api/"):
                 extra_headers = await self.gate(scope, Headers(scope=scope))
             await self.app(scope, receive, send_with_id)

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..protocol.errors import ApiError
+from .surfaces import Surface, surface_of
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -31,7 +32,9 @@ def request_id_of(request: Request) -> str | None:
     return request.scope.get("state", {}).get("request_id")
 
 
-def error_body(exc: ApiError, request_id: str | None) -> bytes:
+def error_body(exc: ApiError, request_id: str | None, surface: Surface = Surface.ANTHROPIC) -> bytes:
+    if surface is Surface.OPENAI:
+        return orjson.dumps(exc.openai_envelope())
     return orjson.dumps(exc.envelope(request_id))
 
 
@@ -41,9 +44,10 @@ def error_headers(exc: ApiError) -> dict[str, str]:
     return headers
 
 
-def error_response(exc: ApiError, request_id: str | None) -> Response:
+def error_response(exc: ApiError, request: Request) -> Response:
+    """The error in the envelope of the API the request came through."""
     return Response(
-        error_body(exc, request_id),
+        error_body(exc, request_id_of(request), surface_of(request.scope)),
         status_code=exc.status,
         media_type="application/json",
         headers=error_headers(exc),

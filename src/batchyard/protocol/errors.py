@@ -47,10 +47,15 @@ class ApiError(Exception):
         status: int | None = None,
         headers: dict[str, str] | None = None,
         retryable: bool | None = None,
+        param: str | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
+        # OpenAI's envelope also names the offending parameter and a machine code.
+        self.param = param
+        self.code = code
         self.status = status if status is not None else STATUS_BY_TYPE.get(error_type, 400)
         self.headers = dict(headers or {})
         self.retryable = should_retry(self.status) if retryable is None else retryable
@@ -58,12 +63,21 @@ class ApiError(Exception):
     def envelope(self, request_id: str | None) -> dict[str, Any]:
         return error_envelope(self.error_type, self.message, request_id)
 
+    def openai_envelope(self) -> dict[str, Any]:
+        return openai_error_envelope(self.error_type, self.message, self.param, self.code)
+
     def __repr__(self) -> str:
         return f"ApiError({self.error_type!r}, {self.message!r}, status={self.status})"
 
 
 def error_envelope(error_type: str, message: str, request_id: str | None) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type, "message": message}, "request_id": request_id}
+
+
+def openai_error_envelope(error_type: str, message: str, param: str | None, code: str | None) -> dict[str, Any]:
+    """OpenAI's error shape, used by the OpenAI-compatible surfaces (the same error types
+    as Anthropic's, as Anthropic's own compatibility layer sends them)."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 def invalid_request(message: str) -> ApiError:
