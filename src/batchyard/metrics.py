@@ -88,6 +88,13 @@ class Metrics:
         self.backend_latency = Histogram("batchyard_backend_latency_seconds", "Backend call latency by route.")
         self.retries = Counter("batchyard_batch_request_retries_total", "Batch requests scheduled for another attempt.")
         self.results = Counter("batchyard_batch_results_total", "Batch request results written, by result type.")
+        self.stale_outcomes = Counter(
+            "batchyard_stale_outcomes_total",
+            "Attempts found no longer holding their lease (source: finish, renew, closed); not results.",
+        )
+        self.client_disconnects = Counter(
+            "batchyard_client_disconnects_total", "Requests whose client went away before the body was read."
+        )
 
     def render(self) -> list[str]:
         lines: list[str] = []
@@ -98,6 +105,8 @@ class Metrics:
             self.backend_latency,
             self.retries,
             self.results,
+            self.stale_outcomes,
+            self.client_disconnects,
         ):
             lines += metric.render()
         return lines

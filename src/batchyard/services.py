@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .backends.router import Router
@@ -16,7 +17,7 @@ from .messages import Messages
 from .metrics import Metrics
 from .store import migrate
 from .store.batches import BatchStore
-from .store.database import Database, parse_database_url
+from .store.database import Database, SoleEngineLock, parse_database_url
 from .store.keys import KeyStore
 from .store.notify import Notifier, PostgresNotifier
 
@@ -33,6 +34,7 @@ class Services:
     metrics: Metrics
     keys: KeyRing
     engine: Engine | None = None
+    engine_lock: SoleEngineLock | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -46,41 +48,65 @@ class Services:
         await self.router.close()
         await self.notifier.close()
         await self.db.close()
+        if self.engine_lock is not None:
+            self.engine_lock.release()
 
 
-async def open_services(settings: Settings, *, run_engine: bool, metrics: Metrics | None = None) -> Services:
+async def open_services(
+    settings: Settings,
+    *,
+    run_engine: bool,
+    metrics: Metrics | None = None,
+    engine_lock: SoleEngineLock | None = None,
+) -> Services:
     """Open the database (migrating it), start the backends, the notices and, if asked,
-    the engine."""
+    the engine. On a SQLite file the engine needs the file's sole-engine lock: pass it
+    when the caller already holds it, else it is taken here (``EngineRefused`` when
+    another engine has it). If anything fails, what was opened is closed again."""
     url = parse_database_url(settings.database_url)
     db = Database(url)
+    opened: list[Callable[[], Awaitable[None]]] = [db.close]
+    lock = engine_lock
     try:
+        if run_engine and lock is None:
+            lock = db.sole_engine_lock()
+            if lock is not None:
+                lock.acquire()
         await migrate.upgrade(db)
-        router = Router(settings)
+        router = Router(settings.routes)
         await router.start()
+        opened.append(router.close)
+        notifier: Notifier = PostgresNotifier(url.libpq_url) if db.is_postgres else Notifier()
+        await notifier.start()
+        opened.append(notifier.close)
+        batches = Batches(BatchStore(db), settings, notifier)
+        limiters = make_limiters(router)
+        metrics = metrics or Metrics()
+        services = Services(
+            settings=settings,
+            db=db,
+            batches=batches,
+            messages=Messages(router, limiters, metrics, ping_interval=settings.limits.stream_ping_interval),
+            router=router,
+            notifier=notifier,
+            limiters=limiters,
+            metrics=metrics,
+            keys=KeyRing(KeyStore(db), require_keys=settings.require_keys),
+            engine_lock=lock,
+        )
+        if run_engine:
+            engine = Engine(batches, router, settings.engine, notifier, metrics, limiters=limiters)
+            await engine.start(sole_engine=lock is not None)
+            services.engine = engine
     except BaseException:
-        await db.close()
+        for close in reversed(opened):
+            with contextlib.suppress(Exception):
+                await close()
+        if lock is not None and engine_lock is None:
+            lock.release()
         raise
-    notifier: Notifier = PostgresNotifier(url.libpq_url) if db.is_postgres else Notifier()
-    await notifier.start()
-    batches = Batches(BatchStore(db), settings, notifier)
-    limiters = make_limiters(router)
-    metrics = metrics or Metrics()
-    services = Services(
-        settings=settings,
-        db=db,
-        batches=batches,
-        messages=Messages(router, limiters, metrics, ping_interval=settings.limits.stream_ping_interval),
-        router=router,
-        notifier=notifier,
-        limiters=limiters,
-        metrics=metrics,
-        keys=KeyRing(KeyStore(db), require_keys=settings.require_keys),
-    )
     services.background.append(asyncio.create_task(flush_usage_forever(services.keys), name="key-usage"))
     services.background.append(
         asyncio.create_task(forget_disabled_keys(services.keys, notifier.subscribe()), name="key-notices")
     )
-    if run_engine:
-        services.engine = Engine(batches, router, settings.engine, notifier, metrics, limiters=limiters)
-        await services.engine.start(sole_engine=not db.is_postgres)
     return services

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse
 
+from support.server import ServerProcess
 from support.helpers import make_client, raw, simple_params, wait_for_end
 
 BATCH_KEYS = [
@@ -198,10 +199,25 @@ def test_delete_and_results_refused_while_in_progress(client: anthropic.Anthropi
         list(client.messages.batches.results(batch.id))
 
     client.messages.batches.cancel(batch.id)
-    with pytest.raises(anthropic.BadRequestError):
-        client.messages.batches.delete(batch.id)  # canceling has not ended either
     wait_for_end(client, batch.id)
     assert client.messages.batches.delete(batch.id).id == batch.id
+
+
+def test_a_canceling_batch_cannot_be_deleted(fresh_database_url: str, tmp_path) -> None:
+    """With no engine to finish it, a canceled batch stays canceling: still not ended."""
+    api = ServerProcess(fresh_database_url, workdir=tmp_path, extra_args=["--no-engine"]).start()
+    try:
+        client = make_client(api.url)
+        batch = client.messages.batches.create(requests=[{"custom_id": "a", "params": simple_params()}])
+        assert client.messages.batches.cancel(batch.id).processing_status == "canceling"
+        with pytest.raises(anthropic.BadRequestError) as err:
+            client.messages.batches.delete(batch.id)
+        assert err.value.body["error"]["message"] == (
+            "In progress batches cannot be deleted. Consider canceling the batch instead."
+        )
+        assert client.messages.batches.retrieve(batch.id).processing_status == "canceling"
+    finally:
+        api.stop()
 
 
 def test_bad_params_become_errored_lines(client: anthropic.Anthropic, server) -> None:

@@ -8,7 +8,7 @@ import io
 
 import orjson
 
-from batchyard.batches import Batches
+from batchyard.batches import Batches, ClaimBudget
 from batchyard.config import Settings
 from batchyard.store import migrate
 from batchyard.store.batches import BatchStore, FinishedRequest
@@ -41,32 +41,33 @@ def test_only_one_process_holds_the_sweep_lock() -> None:
 
 
 def test_stale_lease_holder_cannot_write(fresh_database_url: str) -> None:
-    async def scenario() -> tuple[list[str], list[str], bytes | None]:
+    async def scenario() -> None:
         db = Database(parse_database_url(fresh_database_url))
         await migrate.upgrade(db)
         try:
             batches = Batches(BatchStore(db), Settings(), Notifier())
+            store = batches.store
             body = orjson.dumps({"requests": [{"custom_id": "only", "params": {"model": "m"}}]})
             record = await batches.create("default", "2023-06-01", io.BytesIO(body))
-            (first,) = await batches.claim_ready("engine-a", 10)
-            await batches.store.release_all_leases()  # as if engine-a's lease had lapsed
-            (second,) = await batches.claim_ready("engine-a", 10)  # same owner name, new attempt
+            (first,) = await batches.claim_ready("engine-a", ClaimBudget.unbounded(10))
+            await store.recover_leases(batches.policy.after_lost_lease, every_running=True)  # its lease lapsed
+            (second,) = await batches.claim_ready("engine-a", ClaimBudget.unbounded(10))  # same owner name, new attempt
             assert second.attempts == first.attempts + 1
+            assert await store.renew_leases("engine-a", [first.attempt, second.attempt], 10**6) == [first.attempt]
             stale = FinishedRequest(record.id, first.idx, first.attempts, RequestState.SUCCEEDED, b'{"stale":1}')
-            ended_by_stale = await batches.finish("engine-a", [stale])
+            by_stale = await store.finish("engine-a", [stale])
+            assert by_stale.ended == [] and by_stale.stale == [first.attempt]
             fresh = FinishedRequest(record.id, second.idx, second.attempts, RequestState.SUCCEEDED, b'{"fresh":1}')
-            ended_by_fresh = await batches.finish("engine-a", [fresh])
-            again = await batches.finish("engine-a", [fresh])  # a replay after the end changes nothing
-            assert again == []
-            rows = await batches.store.result_rows(record.id, -1, 10)
-            return ended_by_stale, ended_by_fresh, rows[0].result
+            by_fresh = await store.finish("engine-a", [fresh])
+            assert by_fresh.ended == [record.id] and by_fresh.stale == []
+            again = await store.finish("engine-a", [fresh])  # a replay after the end changes nothing
+            assert again.ended == [] and again.stale == [second.attempt]
+            rows = await store.result_rows(record.id, -1, 10)
+            assert rows[0].result == b'{"fresh":1}'
         finally:
             await db.close()
 
-    stale, fresh, result = asyncio.run(scenario())
-    assert stale == []
-    assert len(fresh) == 1
-    assert result == b'{"fresh":1}'
+    asyncio.run(scenario())
 
 
 def test_two_engines_finishing_the_last_two_requests_end_the_batch_once() -> None:
@@ -77,15 +78,15 @@ def test_two_engines_finishing_the_last_two_requests_end_the_batch_once() -> Non
     async def one_round(a: Batches, b: Batches) -> tuple[int, str, int]:
         body = orjson.dumps({"requests": [{"custom_id": f"r{i}", "params": {"model": "m"}} for i in range(2)]})
         record = await a.create("default", "2023-06-01", io.BytesIO(body))
-        first = await a.claim_ready("engine-a", 1)
-        second = await b.claim_ready("engine-b", 1)
+        first = await a.claim_ready("engine-a", ClaimBudget.unbounded(1))
+        second = await b.claim_ready("engine-b", ClaimBudget.unbounded(1))
         assert len(first) == 1 and len(second) == 1 and first[0].idx != second[0].idx
         outcome = lambda c: FinishedRequest(c.batch_id, c.idx, c.attempts, RequestState.SUCCEEDED, b"{}")  # noqa: E731
-        ended_a, ended_b = await asyncio.gather(
-            a.finish("engine-a", [outcome(first[0])]), b.finish("engine-b", [outcome(second[0])])
+        done_a, done_b = await asyncio.gather(
+            a.store.finish("engine-a", [outcome(first[0])]), b.store.finish("engine-b", [outcome(second[0])])
         )
         final = await a.store.get_batch(record.id, "default")
-        return len(ended_a) + len(ended_b), final.processing_status, final.succeeded
+        return len(done_a.ended) + len(done_b.ended), final.processing_status, final.succeeded
 
     async def scenario() -> list[tuple[int, str, int]]:
         db_a, db_b = Database(parse_database_url(url)), Database(parse_database_url(url))

@@ -16,7 +16,7 @@ from batchyard.backends.base import BackendError, GenerateRequest
 from batchyard.backends.openai import OpenAIBackend
 from batchyard.backends.openai_translate import StreamTranslator, from_chat_completion, to_chat_completion
 from batchyard.backends.upstream import UpstreamPool, error_from_response, retry_after_seconds
-from batchyard.config import Route
+from batchyard.routes import Route
 from batchyard.protocol.messages import MessageCreateRequest
 
 WEATHER = {"name": "get_weather", "description": "Weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}

@@ -9,7 +9,7 @@ import pytest
 
 from batchyard.backends.base import BackendError, GenerateRequest
 from batchyard.backends.simulator import SimulatorBackend, count_input_tokens, count_text_tokens, fake_from_schema
-from batchyard.config import Route
+from batchyard.routes import Route
 from batchyard.protocol.messages import MessageCreateRequest
 from batchyard.protocol.sse import message_events
 

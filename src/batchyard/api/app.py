@@ -17,6 +17,7 @@ from ..console import routes as console_routes
 from ..metrics import Metrics
 from ..protocol.errors import ApiError
 from ..services import open_services
+from ..store.database import SoleEngineLock
 from ..store.ratelimits import RateStore
 from . import batches as batch_routes
 from . import observability
@@ -51,13 +52,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(error, request)
 
 
-def create_app(settings: Settings, *, run_engine: bool = True, access_log: bool = False) -> Starlette:
+def create_app(
+    settings: Settings, *, run_engine: bool = True, access_log: bool = False, engine_lock: SoleEngineLock | None = None
+) -> Starlette:
     metrics = Metrics()
     auth = Auth(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        svc = await open_services(settings, run_engine=run_engine, metrics=metrics)
+        svc = await open_services(settings, run_engine=run_engine, metrics=metrics, engine_lock=engine_lock)
         app.state.services = svc
         auth.ring = svc.keys
         if svc.db.is_postgres:  # API processes may be many: they share one bucket per key

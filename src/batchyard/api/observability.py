@@ -48,7 +48,7 @@ async def metrics(request: Request) -> Response:
             "batchyard_batches", "Batches by processing status.", {(("status", k),): v for k, v in figures.batches.items()}
         )
     if svc.engine is not None:
-        lines += gauge_lines("batchyard_engine_in_hand", "Requests this engine holds.", {(): len(svc.engine.held)})
+        lines += gauge_lines("batchyard_engine_in_hand", "Requests this engine holds.", {(): len(svc.engine.inflight)})
     lines += gauge_lines(
         "batchyard_route_in_flight",
         "Backend calls in flight per route.",

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ..config import Route
+from ..routes import Route
 from ..protocol.errors import ApiError, error_type_for_status
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
 from ..protocol.responses import ServiceTier
@@ -85,6 +85,10 @@ class Backend:
 
     async def count_tokens(self, request: CountTokensRequest | MessageCreateRequest) -> int:
         raise NotImplementedError
+
+    def concurrency_limit(self) -> int | None:
+        """Calls in flight this route allows (None: no bound of its own)."""
+        return self.route.max_concurrency
 
     def capabilities(self) -> dict[str, Any] | None:
         """What ``GET /v1/models`` says this route's model can do (None: unknown)."""

@@ -31,7 +31,7 @@ import aiohttp
 import orjson
 from pydantic import Field
 
-from ..config import Route
+from ..routes import Route
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
 from ..protocol.models import capabilities as model_capabilities
 from ..protocol.sse import accumulate
@@ -120,8 +120,6 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, route: Route) -> None:
         super().__init__(route)
-        if route.max_concurrency is None:
-            route.max_concurrency = self.options.n_parallel  # queue with us (interactive first), not inside llama.cpp
         self.server: Any = None
         self.address: str | None = None
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -203,6 +201,10 @@ class LlamaCppBackend(Backend):
             await asyncio.get_running_loop().run_in_executor(self.pool, holder.clear)
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def concurrency_limit(self) -> int:
+        # Queue with us (interactive first), not inside llama.cpp.
+        return self.route.max_concurrency or self.options.n_parallel
 
     def capabilities(self) -> dict[str, Any]:
         return model_capabilities()

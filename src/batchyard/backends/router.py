@@ -3,30 +3,26 @@ engine and interactive calls."""
 
 from __future__ import annotations
 
-from ..config import Route, Settings
+from collections.abc import Sequence
+
 from ..protocol.messages import ModelResolver
+from ..routes import Route, route_for
 from .base import Backend
 from .registry import BACKENDS
 
 
 class Router(ModelResolver):
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self.backends: dict[int, Backend] = {}
-        for index, route in enumerate(settings.routes):
-            route.index = index
-            self.backends[index] = BACKENDS[route.backend](route)
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self._routes = list(routes)
+        self.backends: dict[int, Backend] = {route.index: BACKENDS[route.backend](route) for route in self._routes}
+        self._started: list[Backend] = []
 
     @property
     def routes(self) -> list[Route]:
-        return self._settings.routes
+        return self._routes
 
     def route_for(self, model: str) -> Route | None:
-        return self._settings.route_for(model)
-
-    def backend_for(self, model: str) -> Backend | None:
-        route = self.route_for(model)
-        return None if route is None else self.backends[route.index]
+        return route_for(self._routes, model)
 
     # ModelResolver, for the validator
     def knows(self, model: str) -> bool:
@@ -41,9 +37,16 @@ class Router(ModelResolver):
             backend.preflight()
 
     async def start(self) -> None:
-        for backend in self.backends.values():
-            await backend.start()
+        """Start every backend; if one fails, the ones already started are closed again."""
+        try:
+            for backend in self.backends.values():
+                await backend.start()
+                self._started.append(backend)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
-        for backend in self.backends.values():
+        started, self._started = self._started, []
+        for backend in reversed(started):
             await backend.close()

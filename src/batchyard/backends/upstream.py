@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 from pydantic import Field, field_validator, model_validator
 
-from ..config import Route
+from ..routes import Route
 from .base import Backend, BackendError, BackendOptions
 
 FAILURES_BEFORE_BENCH = 3

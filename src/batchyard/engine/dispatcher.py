@@ -1,10 +1,12 @@
-"""The engine: claims ready requests, runs them on their backends, writes their results.
+"""The engine: claims ready requests, runs them on their backends, reports what happened.
 
-One engine per process (inside ``serve``, or as ``worker``). It asks the lifecycle for
-leased work in chunks, keeps at most ``concurrency`` requests in hand, and writes
-outcomes in batched transactions. Leases are renewed by a heartbeat while requests run;
-a request whose outcome was never written is released on a clean shutdown, or recovered
-by lease expiry after a crash.
+One engine per process (inside ``serve``, or as ``worker``). It is an executor: it asks
+the lifecycle for leased work in chunks, keeps at most ``concurrency`` attempts in hand
+(:class:`InFlight`), runs each and hands a :class:`Report` of what the backend said to the
+:class:`OutcomeWriter`; the lifecycle decides what each report means. Beside it run the
+:class:`Heartbeat` (leases), the :class:`CancelWatcher` (canceled and expired batches stop
+their calls in flight) and the periodic sweep. An attempt whose outcome was never written
+is released on a clean shutdown, or recovered by lease expiry after a crash.
 """
 
 from __future__ import annotations
@@ -13,50 +15,37 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..backends.base import BackendError, GenerateRequest
 from ..backends.router import Router
-from ..batches import Batches
-from ..config import EngineSettings, Route
+from ..batches import Batches, ClaimBudget, Settled
+from ..config import EngineSettings
 from ..metrics import Metrics
-from ..protocol import batches as wire
-from ..protocol.errors import ApiError
+from ..outcomes import Report
+from ..protocol.errors import ApiError, invalid_request
 from ..protocol.jsonscan import JsonSyntaxError, loads_strict
-from ..protocol.messages import validate_message_request
-from ..protocol.timestamps import now_us, seconds_to_us
-from ..store.batches import ClaimedRequest, FinishedRequest
-from ..store.database import is_database_outage
+from ..protocol.messages import ValidatedRequest, validate_message_request
+from ..store.batches import Attempt, ClaimedRequest
 from ..store.notify import Notifier
-from ..store.schema import RequestState
+from .cancels import CancelWatcher
+from .heartbeat import Heartbeat
+from .inflight import InFlight, Running
 from .limits import RouteLimiter, measured_create
+from .upkeep import guarded, poll
+from .writer import OutcomeWriter
 
 log = logging.getLogger("batchyard.engine")
-
-WRITE_LINGER = 0.005  # seconds to gather more outcomes into one transaction
-WRITE_MAX = 1024
-DB_RETRY_DELAY = 0.5
-CANCEL_REFRESH = 0.5  # seconds between checks that in-flight batches are still in progress
 
 
 def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def backoff_delay(attempt: int, retry_after: float | None, base: float = 1.0, cap: float = 60.0) -> float:
-    """Exponential backoff with jitter (half fixed, half random), never shorter than the
-    backend asked for."""
-    ceiling = min(cap, base * 2 ** (attempt - 1))
-    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
 
 
 def _parse_params(raw: bytes) -> Any:
@@ -66,11 +55,13 @@ def _parse_params(raw: bytes) -> Any:
         return loads_strict(raw)  # big integers and the like: the validator words the error
 
 
-def _outcome(
-    request: ClaimedRequest, state: RequestState, result: bytes | None = None, next_attempt_at: int = 0
-) -> FinishedRequest:
-    """What became of a claimed request, fenced by the attempt it was claimed with."""
-    return FinishedRequest(request.batch_id, request.idx, request.attempts, state, result, next_attempt_at)
+@dataclass(slots=True)
+class Prepared:
+    """A claimed request with its params parsed and validated (or the reason they are not)."""
+
+    request: ClaimedRequest
+    validated: ValidatedRequest | None
+    refusal: ApiError | None
 
 
 class Engine:
@@ -92,32 +83,38 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.owner = owner or new_owner_id()
         self.limiters = limiters if limiters is not None else make_limiters(router)
-        self.held: dict[tuple[str, int], ClaimedRequest] = {}
-        self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._outcomes: list[FinishedRequest] = []
-        self._outcome_ready = asyncio.Event()
+        self.inflight = InFlight()
+        self.writer = OutcomeWriter(batches, self.owner, self._settled)
+        self.heartbeat = Heartbeat(batches, self.owner, self.inflight, max(0.05, settings.lease / 3), self._lost)
+        self.cancels = CancelWatcher(batches, self.inflight, self._closed, self._spawn_upkeep)
         self._wake = asyncio.Event()
         self._stopping = False
         self._drained = False
-        self._closed_batches: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._upkeep: set[asyncio.Task[None]] = set()
-        self._next_due: int | None = None
+        self._next_due: float | None = None  # loop time when a retry this engine scheduled comes due
+        self._routes_of: dict[str | None, int | None] = {}
         self.completed = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, *, sole_engine: bool = False) -> None:
+        """Start the engine's loops. ``sole_engine``: no other engine can exist on this
+        database (the caller holds the lock that says so), so whatever is still running
+        was left by a run that died."""
         if sole_engine:
-            await self.batches.release_all()
+            await self.batches.recover_on_start()
         self._notices = self.notifier.subscribe()
-        self._loops = [
-            asyncio.create_task(self._guarded(self._dispatch_loop), name="engine-dispatch"),
-            asyncio.create_task(self._guarded(self._write_loop), name="engine-write"),
-            asyncio.create_task(self._guarded(self._heartbeat_loop), name="engine-heartbeat"),
-            asyncio.create_task(self._guarded(self._notice_loop), name="engine-notices"),
-            asyncio.create_task(self._guarded(self._sweep_loop), name="engine-sweep"),
+        stopping = lambda: self._stopping  # noqa: E731
+        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("dispatch", self._dispatch_loop),
+            ("write", self.writer.run),
+            ("heartbeat", self.heartbeat.run),
+            ("cancels", self.cancels.run),
+            ("notices", lambda: self.cancels.listen(self._notices, self._there_may_be_work)),
+            ("sweep", poll(self.batches.sweep, self.settings.sweep_interval)),
         ]
+        self._loops = [asyncio.create_task(guarded(name, loop, stopping), name=f"engine-{name}") for name, loop in loops]
         log.info("engine started", extra={"owner": self.owner, "concurrency": self.settings.concurrency})
 
     async def stop(self) -> None:
@@ -125,214 +122,218 @@ class Engine:
         finished, and hand the rest back to the queue untouched."""
         self._stopping = True
         self._wake.set()
-        running = list(self._tasks.values())
+        running = self.inflight.tasks()
         if running:
             await asyncio.wait(running, timeout=self.settings.shutdown_grace)
-        for task in self._tasks.values():
+        for attempt in self.inflight:
+            attempt.stop("shutdown")
+        leftover_tasks = self.inflight.tasks()
+        if leftover_tasks:
+            await asyncio.wait(leftover_tasks, timeout=5)
+        for task in [*self._loops, *self._upkeep]:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks.values()), timeout=5)
-        for loop in [*self._loops, *self._upkeep]:
-            loop.cancel()
         await asyncio.gather(*self._loops, *self._upkeep, return_exceptions=True)
-        await self._flush(final=True)
-        leftover = list(self.held.values())
+        await self.writer.flush(final=True)
+        leftover = self.inflight.attempts()
         if leftover:
             with contextlib.suppress(Exception):
                 await self.batches.release(self.owner, leftover)
             log.info("released unfinished requests", extra={"requests": len(leftover)})
-        self.held.clear()
+        for attempt in leftover:
+            self.inflight.drop(attempt)
         self.notifier.unsubscribe(self._notices)
         log.info("engine stopped", extra={"owner": self.owner})
 
-    async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
-        """Run a loop forever; a database outage pauses it instead of killing it."""
-        while not self._stopping:
-            try:
-                await loop()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if is_database_outage(exc):
-                    log.warning("database unavailable; retrying", extra={"loop": loop.__name__, "error": type(exc).__name__})
-                else:
-                    log.exception("engine loop failed; retrying", extra={"loop": loop.__name__})
-                await asyncio.sleep(DB_RETRY_DELAY)
-
-    # -- claiming --------------------------------------------------------------------
-
-    async def _dispatch_loop(self) -> None:
-        while not self._stopping:
-            if self._next_due is not None and self._next_due <= now_us():
-                self._next_due = None  # claiming now picks it up
-            room = self.settings.concurrency - len(self.held)
-            if room >= min(self.settings.claim_chunk, max(1, self.settings.concurrency // 4)) or (
-                room > 0 and not self.held
-            ):
-                claimed = await self.batches.claim_ready(self.owner, min(room, self.settings.claim_chunk))
-                for request in claimed:
-                    self._spawn(request)
-                self._drained = len(claimed) < min(room, self.settings.claim_chunk)
-                if claimed and not self._drained:
-                    await asyncio.sleep(0)
-                    continue
-            self._wake.clear()
-            timeout = self.settings.poll_interval
-            if self._next_due is not None:
-                # A retry this engine scheduled comes due before the next poll.
-                timeout = max(0.001, min(timeout, (self._next_due - now_us()) / 1e6))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-
-    def _spawn(self, request: ClaimedRequest) -> None:
-        key = (request.batch_id, request.idx)
-        self.held[key] = request
-        self._tasks[key] = asyncio.create_task(self._run(request))
-
-    async def _notice_loop(self) -> None:
-        while True:
-            notice = await self._notices.get()
-            if notice.kind == "canceled":
-                self._closed_batches.add(notice.subject)
-                self._spawn_upkeep(self.batches.close_canceled(notice.subject))
-            elif notice.kind in ("created", "requeued"):  # there may be work
-                self._drained = False
-                self._wake.set()
+    def _there_may_be_work(self) -> None:
+        self._drained = False
+        self._wake.set()
 
     def _spawn_upkeep(self, work: Awaitable[None]) -> None:
-        async def guarded() -> None:
+        async def guarded_once() -> None:
             try:
                 await work
             except Exception:
                 log.exception("upkeep failed; the sweeper will retry it")
 
-        task = asyncio.create_task(guarded())
+        task = asyncio.create_task(guarded_once())
         self._upkeep.add(task)
         task.add_done_callback(self._upkeep.discard)
 
-    # -- running ---------------------------------------------------------------------
+    # -- claiming --------------------------------------------------------------------
 
-    async def _run(self, request: ClaimedRequest) -> None:
-        key = (request.batch_id, request.idx)
-        try:
-            outcome = await self._execute(request)
-        except asyncio.CancelledError:
-            self._tasks.pop(key, None)
-            raise
-        except Exception:
-            log.exception("request failed unexpectedly", extra={"batch_id": request.batch_id, "idx": request.idx})
-            outcome = self._errored(request, "api_error", "Internal server error")
-        self._tasks.pop(key, None)
-        self._outcomes.append(outcome)
-        self._outcome_ready.set()
+    async def _dispatch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            if self._next_due is not None and self._next_due <= loop.time():
+                self._next_due = None  # claiming now picks it up
+            budget = self._budget()
+            if self._worth_claiming(budget):
+                want = budget.want
+                claimed = await self.batches.claim_ready(self.owner, budget)
+                # Nothing ready anywhere: wait for a notice or the poll. Otherwise what is
+                # left waits for room on its routes, which finished requests make.
+                self._drained = claimed is None
+                if claimed:
+                    await self._start(claimed)
+                    if len(claimed) == want:
+                        await asyncio.sleep(0)
+                        continue
+            self._wake.clear()
+            timeout = self.settings.poll_interval
+            if self._next_due is not None:
+                timeout = max(0.001, min(timeout, self._next_due - loop.time()))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _errored(self, request: ClaimedRequest, error_type: str, message: str) -> FinishedRequest:
-        return _outcome(request, RequestState.ERRORED, wire.errored_result(error_type, message))
+    def _route_of(self, model: str | None) -> int | None:
+        if model not in self._routes_of:
+            if len(self._routes_of) > 10_000:
+                self._routes_of.clear()
+            route = self.router.route_for(model) if isinstance(model, str) else None
+            self._routes_of[model] = None if route is None else route.index
+        return self._routes_of[model]
 
-    async def _execute(self, request: ClaimedRequest) -> FinishedRequest:
-        if request.batch_id in self._closed_batches:
-            return _outcome(request, RequestState.CANCELED)
+    def _budget(self) -> ClaimBudget:
+        """What this engine can take now: its own room; for each route with a bound, its
+        slots plus as many again queued to start the moment a slot frees (so the route
+        never waits for a claim round), less the attempts held for it; one suspect at a
+        time. Holding no more than that, a crash charges its lost leases to requests that
+        were running or next in line, not to hundreds waiting in this process."""
+        room = {
+            index: max(0, 2 * limiter.limit - self.inflight.on_route(index))
+            for index, limiter in self.limiters.items()
+            if limiter.limit is not None
+        }
+        want = min(self.settings.concurrency - len(self.inflight), self.settings.claim_chunk)
+        return ClaimBudget(max(0, want), room, self._route_of, suspects=0 if self.inflight.suspects else 1)
+
+    def _worth_claiming(self, budget: ClaimBudget) -> bool:
+        """Claim in chunks (fewer, larger transactions) unless the engine is idle."""
+        if budget.want <= 0:
+            return False
+        if not len(self.inflight):
+            return True
+        if any(limiter.limit is None for limiter in self.limiters.values()):
+            if budget.want >= min(self.settings.claim_chunk, max(1, self.settings.concurrency // 4)):
+                return True
+        return any(
+            free >= max(1, (self.limiters[index].limit or 1) // 2) for index, free in budget.room.items()
+        )
+
+    async def _start(self, claimed: list[ClaimedRequest]) -> None:
+        isolate_after = self.batches.policy.isolate_after
+        entries = [
+            self.inflight.add(request, self._route_of(request.model), request.lease_losses >= isolate_after)
+            for request in claimed
+        ]  # held (and renewed) from now on
+        # Parsing and validating a chunk of params is CPU work: off the event loop.
+        prepared = await asyncio.to_thread(self._prepare, claimed)
+        for running, ready in zip(entries, prepared):
+            running.task = asyncio.create_task(self._run(running, ready))
+
+    def _prepare(self, claimed: Sequence[ClaimedRequest]) -> list[Prepared]:
+        return [self._prepare_one(request) for request in claimed]
+
+    def _prepare_one(self, request: ClaimedRequest) -> Prepared:
         try:
             body = _parse_params(request.params)
             validated = validate_message_request(body, request.api_version, self.router, in_batch=True)
         except JsonSyntaxError as exc:
-            return self._errored(request, "invalid_request_error", f"The request params are not valid JSON: {exc}")
+            return Prepared(request, None, invalid_request(f"The request params are not valid JSON: {exc}"))
         except ApiError as exc:
-            return self._errored(request, exc.error_type, exc.message)
+            return Prepared(request, None, exc)
+        except Exception:
+            log.exception("validating a request failed unexpectedly", extra={"batch_id": request.batch_id})
+            return Prepared(request, None, ApiError("api_error", "Internal server error"))
+        return Prepared(request, validated, None)
+
+    # -- running ---------------------------------------------------------------------
+
+    async def _run(self, running: Running, prepared: Prepared) -> None:
+        request = running.request
+        try:
+            report = await self._execute(prepared)
+        except asyncio.CancelledError:
+            if running.stop_reason == "canceled":
+                report = Report.canceled(request)
+            elif running.stop_reason == "lost":
+                return  # someone else owns the request now; nothing of ours to write
+            else:
+                raise  # shutdown: the attempt stays held, to be released
+        except Exception:
+            log.exception("request failed unexpectedly", extra={"batch_id": request.batch_id, "idx": request.idx})
+            report = Report.refused(request, ApiError("api_error", "Internal server error"))
+        self.writer.add(report)
+
+    async def _execute(self, prepared: Prepared) -> Report:
+        request = prepared.request
+        if self.cancels.is_canceling(request.batch_id):
+            return Report.canceled(request)
+        if prepared.refusal is not None:
+            return Report.refused(request, prepared.refusal)
+        validated = prepared.validated
+        assert validated is not None
         route = self.router.route_for(validated.model.model)
         assert route is not None  # the validator checked the model
         backend = self.router.backends[route.index]
         limiter = self.limiters[route.index]
         async with limiter.slot(interactive=False, group=request.batch_id):
-            # A request counts as started once it holds a slot: after a cancel is seen,
-            # nothing of that batch gets this far.
-            if request.batch_id in self._closed_batches:
-                return _outcome(request, RequestState.CANCELED)
+            if self.cancels.is_canceling(request.batch_id):
+                return Report.canceled(request)
             try:
                 message = await measured_create(
                     backend,
-                    GenerateRequest(validated.model, body, request.api_version, service_tier="batch"),
+                    GenerateRequest(validated.model, validated.body, request.api_version, service_tier="batch"),
                     limiter,
                     self.metrics,
                     kind="batch",
                 )
             except BackendError as exc:
-                return self._after_failure(request, route, exc)
-        return _outcome(request, RequestState.SUCCEEDED, wire.succeeded_result(message))
+                return Report.failed(request, exc, route.max_attempts, route.id)
+        return Report.answered(request, message)
 
-    def _after_failure(self, request: ClaimedRequest, route: Route, exc: BackendError) -> FinishedRequest:
-        if exc.retryable and request.attempts < route.max_attempts:
-            delay = backoff_delay(request.attempts, exc.retry_after, self.settings.retry_base, self.settings.retry_cap)
-            next_at = now_us() + seconds_to_us(delay)
-            if next_at < request.expires_at:
-                self.metrics.retries.inc(route=route.id)
-                return _outcome(request, RequestState.PENDING, next_attempt_at=next_at)
-        return self._errored(request, exc.error_type, exc.message)
+    # -- outcomes --------------------------------------------------------------------
 
-    # -- writing ---------------------------------------------------------------------
-
-    async def _write_loop(self) -> None:
-        while True:
-            await self._outcome_ready.wait()
-            if len(self._outcomes) < WRITE_MAX:
-                await asyncio.sleep(WRITE_LINGER)
-            await self._flush()
-
-    async def _flush(self, *, final: bool = False) -> None:
-        self._outcome_ready.clear()
-        while self._outcomes:
-            chunk, self._outcomes = self._outcomes[:WRITE_MAX], self._outcomes[WRITE_MAX:]
-            try:
-                await self.batches.finish(self.owner, chunk)
-            except Exception as exc:
-                self._outcomes[:0] = chunk  # keep them; the leases stay ours while we retry
-                if final:
-                    log.exception("could not write outcomes at shutdown; their leases will expire")
-                    return
-                if is_database_outage(exc):
-                    log.warning("database unavailable; outcomes kept for retry", extra={"outcomes": len(chunk)})
-                else:
-                    log.exception("writing outcomes failed; retrying")
-                await asyncio.sleep(DB_RETRY_DELAY)
-                continue
-            for outcome in chunk:
-                self.held.pop((outcome.batch_id, outcome.idx), None)
-                if outcome.state != RequestState.PENDING:
-                    self.metrics.results.inc(type=outcome.state.result_type)
-            self.completed += len(chunk)
-            retries = [o.next_attempt_at for o in chunk if o.state == RequestState.PENDING]
-            if retries:
-                due = min(retries)
+    def _settled(self, reports: Sequence[Report], settled: Settled) -> None:
+        """The writer wrote a round: those attempts are done; stale ones were not ours."""
+        loop = asyncio.get_running_loop()
+        routes = {r.request.attempt: r.route_id for r in reports}
+        for decision in settled.written:
+            self.inflight.drop(decision.outcome.attempt)
+            if decision.retry:
+                self.metrics.retries.inc(route=routes.get(decision.outcome.attempt) or "")
+                due = loop.time() + decision.outcome.retry_delay_us / 1e6
                 self._next_due = due if self._next_due is None else min(self._next_due, due)
-                self._wake.set()  # so the dispatcher's wait ends no later than the retry
-            if not self._drained:
                 self._wake.set()
+            else:
+                self.metrics.results.inc(type=decision.outcome.state.result_type)
+        stale = [a for a in settled.stale if a in self.inflight]
+        for attempt in stale:
+            self.inflight.drop(attempt)
+        if stale:
+            self.metrics.stale_outcomes.inc(len(stale), source="finish")
+            log.warning("outcomes of requests whose lease was lost were not written", extra={"requests": len(stale)})
+        self.completed += len(settled.written)
+        if not self._drained:
+            self._wake.set()
 
-    # -- upkeep ----------------------------------------------------------------------
+    def _lost(self, attempts: Sequence[Attempt], source: str) -> None:
+        """Attempts that no longer hold their lease: stop their calls, let them go."""
+        dropped = 0
+        for attempt in attempts:
+            running = self.inflight.drop(attempt)
+            if running is not None:
+                running.stop("lost")
+                dropped += 1
+        if dropped:
+            self.metrics.stale_outcomes.inc(dropped, source=source)
+            log.warning("requests lost their lease; their calls were stopped", extra={"requests": dropped, "source": source})
+        self._wake.set()
 
-    async def _heartbeat_loop(self) -> None:
-        renew_every = max(0.05, self.settings.lease / 3)
-        next_renewal = asyncio.get_running_loop().time() + renew_every
-        while True:
-            await asyncio.sleep(CANCEL_REFRESH)
-            in_hand = list(self.held.values())
-            batch_ids = {r.batch_id for r in in_hand}
-            closed = await self.batches.not_in_progress(batch_ids)
-            # Only batches with requests in hand matter: claims never take closed batches.
-            current = {r.batch_id for r in self.held.values()}
-            self._closed_batches = (self._closed_batches & current) | closed
-            now = asyncio.get_running_loop().time()
-            if now >= next_renewal:
-                next_renewal = now + renew_every
-                if in_hand:
-                    await self.batches.renew(self.owner, in_hand)
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            await self.batches.sweep()
-            await asyncio.sleep(self.settings.sweep_interval)
+    def _closed(self, batch_ids: set[str]) -> None:
+        """Batches that ended (expired) or went away under requests in hand."""
+        self._lost([r.request.attempt for r in self.inflight.of_batches(batch_ids)], "closed")
 
 
 def make_limiters(router: Router) -> dict[int, RouteLimiter]:
-    return {index: RouteLimiter(backend.route.max_concurrency) for index, backend in router.backends.items()}
+    return {index: RouteLimiter(backend.concurrency_limit()) for index, backend in router.backends.items()}

@@ -13,14 +13,34 @@ only knows how to make each one atomic. The rules it enforces in SQL:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    bindparam,
+    case,
+    column,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    update,
+    values,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..protocol.batch_create import BatchLine
+from ..protocol.timestamps import now_us
 from .database import Database
 from .schema import OPEN_STATES, RequestState, batch_requests, batches
 
@@ -40,14 +60,41 @@ class QueueFull(Exception):
 
 
 
-def _held_lease() -> tuple[Any, ...]:
-    """The fence of every write by a lease holder: the request is still running, under
-    this owner (`o`) and this attempt (`a`). A stale worker's write matches no row."""
+Attempt = tuple[str, int, int]  # (batch id, index, attempt number): one claim of one request
+
+# The database's clock on PostgreSQL, in microseconds: every host compares leases and retry
+# times against this one clock, so hosts whose clocks differ neither steal live leases nor
+# keep dead ones. (SQLite is embedded: its clock is the host's.)
+_PG_NOW = literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)", BigInteger)
+_NO_RESULT = b""  # a result "absent" inside a VALUES list (a literal NULL would change the SQL text)
+
+
+def _padded(rows: list[tuple[Any, ...]], filler: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Rows padded to a power of two with rows that match nothing, so a handful of SQL
+    texts serve every batch size (compiled and prepared once each)."""
+    size = 1
+    while size < len(rows):
+        size *= 2
+    return rows + [filler] * (size - len(rows))
+
+
+def _attempts_cte(rows: list[Attempt]) -> Any:
+    """``v(b, i, a)``: the attempts a write is fenced by."""
     return (
-        R.c.batch_id == bindparam("b"),
-        R.c.idx == bindparam("i"),
-        R.c.attempts == bindparam("a"),
-        R.c.lease_owner == bindparam("o"),
+        values(column("b", String), column("i", Integer), column("a", Integer), name="v")
+        .data(_padded(rows, ("", -1, -1)))
+        .cte("v")
+    )
+
+
+def _held_by(v: Any, owner: str) -> tuple[Any, ...]:
+    """The fence of every write by a lease holder: the request is still running, under
+    this owner and this attempt. A stale worker's write matches no row."""
+    return (
+        R.c.batch_id == v.c.b,
+        R.c.idx == v.c.i,
+        R.c.attempts == v.c.a,
+        R.c.lease_owner == owner,
         R.c.state == RequestState.RUNNING,
     )
 
@@ -74,6 +121,14 @@ class BatchRecord:
 
 
 @dataclass(slots=True)
+class ClaimableBatch:
+    id: str
+    workspace_id: str
+    api_version: str
+    expires_at: int
+
+
+@dataclass(slots=True)
 class ClaimedRequest:
     batch_id: str
     idx: int
@@ -82,19 +137,69 @@ class ClaimedRequest:
     attempts: int  # the fence: this claim's attempt number
     api_version: str
     expires_at: int
+    workspace_id: str = ""
+    lease_losses: int = 0  # workers lost while running it before this attempt
+    model: str | None = None  # the model its params name (None when they name none)
+
+    @property
+    def attempt(self) -> Attempt:
+        return (self.batch_id, self.idx, self.attempts)
+
+
+@dataclass(slots=True)
+class ReadyRow:
+    """A request ready to run, as the engine sees it before claiming: which model it asks
+    for (so which route it needs) and how suspect it is."""
+
+    idx: int
+    model: str | None
+    lease_losses: int
 
 
 @dataclass(slots=True)
 class FinishedRequest:
-    """A terminal outcome for a claimed request (or a retry to schedule, when
-    ``state`` is PENDING and ``next_attempt_at`` is set)."""
+    """What becomes of a claimed request: a terminal state with its result, or PENDING
+    again with ``retry_delay_us`` before the next attempt."""
 
     batch_id: str
     idx: int
     attempts: int
     state: RequestState
     result: bytes | None
-    next_attempt_at: int = 0
+    retry_delay_us: int = 0
+
+    @property
+    def attempt(self) -> Attempt:
+        return (self.batch_id, self.idx, self.attempts)
+
+
+@dataclass(slots=True)
+class Finished:
+    """What a write of outcomes did: the batches it ended, and the attempts whose lease
+    fence failed (another attempt owns the request now, or it was closed)."""
+
+    ended: list[str] = field(default_factory=list)
+    stale: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What lease recovery did: requests back in the queue, requests that ended (poison
+    lines), and the batches that ended with them."""
+
+    requeued: int = 0
+    ended_requests: int = 0
+    ended: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LostLease:
+    """A running request whose holder stopped renewing its lease (or died)."""
+
+    batch_id: str
+    idx: int
+    attempts: int
+    lease_losses: int  # including this one
 
 
 @dataclass(slots=True)
@@ -134,8 +239,13 @@ def _by_state(batch_id: str) -> Any:
 
 
 class BatchStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Callable[[], int] = now_us) -> None:
         self.db = db
+        self.clock = clock  # the host's clock (microseconds); tests may set their own
+
+    def _db_now(self) -> Any:
+        """Now, on the clock leases are compared against (see ``_PG_NOW``)."""
+        return _PG_NOW if self.db.is_postgres else literal(self.clock(), BigInteger)
 
     # -- batches -----------------------------------------------------------------------
 
@@ -265,33 +375,53 @@ class BatchStore:
         async with self.db.read() as conn:
             return {RequestState(state): n for state, n in await conn.execute(_by_state(batch_id))}
 
-    async def claimable_batches(self, now: int) -> list[tuple[str, str, int]]:
-        """In-progress batches with a request ready to run: (id, api_version, expires_at),
-        oldest first."""
+    async def claimable_batches(self) -> list[ClaimableBatch]:
+        """In-progress batches with a request ready to run, oldest first."""
         ready = exists().where(
-            R.c.batch_id == B.c.id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= now
+            R.c.batch_id == B.c.id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= self._db_now()
         )
         query = (
-            select(B.c.id, B.c.api_version, B.c.expires_at)
+            select(B.c.id, B.c.workspace_id, B.c.api_version, B.c.expires_at)
             .where(B.c.processing_status == "in_progress", ready)
             .order_by(B.c.id)
         )
         async with self.db.read() as conn:
-            return [(row.id, row.api_version, row.expires_at) for row in await conn.execute(query)]
+            return [ClaimableBatch(*row) for row in await conn.execute(query)]
 
-    async def claim(
-        self, batch: tuple[str, str, int], owner: str, limit: int, now: int, lease_until: int
-    ) -> list[ClaimedRequest]:
-        """Lease up to ``limit`` ready requests of one in-progress batch."""
-        batch_id, api_version, expires_at = batch
-        picked = _picked(
-            select(R.c.batch_id, R.c.idx)
-            .where(R.c.batch_id == batch_id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= now)
+    async def peek_ready(self, batch_id: str, limit: int, after_idx: int = -1) -> list[ReadyRow]:
+        """The first ``limit`` requests of a batch after ``after_idx`` that are ready to run,
+        without taking them: the engine picks which its routes can start now."""
+        query = (
+            select(R.c.idx, R.c.model, R.c.lease_losses)
+            .where(
+                R.c.batch_id == batch_id,
+                R.c.state == RequestState.PENDING,
+                R.c.idx > after_idx,
+                R.c.next_attempt_at <= self._db_now(),
+            )
             .order_by(R.c.idx)
             .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return [ReadyRow(*row) for row in await conn.execute(query)]
+
+    async def claim(self, batch: ClaimableBatch, owner: str, idxs: Sequence[int], lease_us: int) -> list[ClaimedRequest]:
+        """Lease these requests of one in-progress batch for ``lease_us``: those still ready
+        (another engine may have taken some meanwhile; it is skipped, not waited for)."""
+        if not idxs:
+            return []
+        now = self._db_now()
+        picked = _picked(
+            select(R.c.batch_id, R.c.idx)
+            .where(
+                R.c.batch_id == batch.id,
+                R.c.idx.in_(list(idxs)),
+                R.c.state == RequestState.PENDING,
+                R.c.next_attempt_at <= now,
+            )
             .with_for_update(skip_locked=True)
         )
-        still_in_progress = exists().where(B.c.id == batch_id, B.c.processing_status == "in_progress")
+        still_in_progress = exists().where(B.c.id == batch.id, B.c.processing_status == "in_progress")
         statement = (
             update(R)
             .where(
@@ -303,81 +433,102 @@ class BatchStore:
             .values(
                 state=RequestState.RUNNING,
                 lease_owner=owner,
-                lease_expires_at=lease_until,
+                lease_expires_at=now + lease_us,
                 attempts=R.c.attempts + 1,
             )
-            .returning(R.c.idx, R.c.custom_id, R.c.params, R.c.attempts)
+            .returning(R.c.idx, R.c.custom_id, R.c.params, R.c.attempts, R.c.lease_losses, R.c.model)
         )
         async with self.db.write() as conn:
             rows = (await conn.execute(statement)).all()
         claimed = [
-            ClaimedRequest(batch_id, r.idx, r.custom_id, r.params, r.attempts, api_version, expires_at) for r in rows
+            ClaimedRequest(
+                batch.id,
+                r.idx,
+                r.custom_id,
+                r.params,
+                r.attempts,
+                batch.api_version,
+                batch.expires_at,
+                batch.workspace_id,
+                r.lease_losses,
+                r.model,
+            )
+            for r in rows
         ]
         claimed.sort(key=lambda c: c.idx)
         return claimed
 
-    async def renew_leases(self, owner: str, held: Iterable[tuple[str, int, int]], lease_until: int) -> None:
-        params = [{"b": b, "i": i, "a": a, "o": owner, "until": lease_until} for b, i, a in held]
-        if not params:
-            return
+    async def renew_leases(self, owner: str, held: Sequence[Attempt], lease_us: int) -> list[Attempt]:
+        """Extend the leases of running attempts; return those whose fence failed."""
+        if not held:
+            return []
+        v = _attempts_cte(list(held))
         statement = (
             update(R)
-            .where(*_held_lease())
-            .values(lease_expires_at=bindparam("until"))
+            .where(*_held_by(v, owner))
+            .values(lease_expires_at=self._db_now() + lease_us)
+            .returning(R.c.batch_id, R.c.idx, R.c.attempts)
         )
         async with self.db.write() as conn:
-            await conn.execute(statement, params)
+            renewed = {tuple(row) for row in await conn.execute(statement)}
+        return [a for a in held if a not in renewed]
 
-    async def release(self, owner: str, held: Iterable[tuple[str, int, int]]) -> None:
+    async def release(self, owner: str, held: Sequence[Attempt]) -> None:
         """Give claimed requests back to the queue untouched (a clean shutdown): they are
         claimable at once, and the attempt they were charged is refunded."""
-        params = [{"b": b, "i": i, "a": a, "o": owner} for b, i, a in held]
-        if not params:
+        if not held:
             return
+        v = _attempts_cte(list(held))
         statement = (
             update(R)
-            .where(*_held_lease())
+            .where(*_held_by(v, owner))
             .values(state=RequestState.PENDING, lease_owner=None, lease_expires_at=None, attempts=R.c.attempts - 1)
         )
         async with self.db.write() as conn:
-            await conn.execute(statement, params)
+            await conn.execute(statement)
 
-    async def finish(self, owner: str, outcomes: Sequence[FinishedRequest], now: int) -> list[str]:
-        """Write outcomes of leased requests; end every batch left with nothing open.
-
-        Returns the ids of batches this call ended."""
+    async def finish(self, owner: str, outcomes: Sequence[FinishedRequest]) -> Finished:
+        """Write outcomes of leased requests, each fenced by its attempt; end every batch
+        left with nothing open. Outcomes whose fence fails are reported, not written."""
         if not outcomes:
-            return []
+            return Finished()
         batch_ids = sorted({o.batch_id for o in outcomes})
-        params = [
-            {
-                "b": o.batch_id,
-                "i": o.idx,
-                "a": o.attempts,
-                "o": owner,
-                "state": int(o.state),
-                "result": o.result,
-                "finished": None if o.state == RequestState.PENDING else now,
-                "next": o.next_attempt_at,
-            }
+        rows = [
+            (o.batch_id, o.idx, o.attempts, int(o.state), _NO_RESULT if o.result is None else o.result, o.retry_delay_us)
             for o in outcomes
         ]
+        v = (
+            values(
+                column("b", String),
+                column("i", Integer),
+                column("a", Integer),
+                column("st", SmallInteger),
+                column("res", LargeBinary),
+                column("delay", BigInteger),
+                name="v",
+            )
+            .data(_padded(rows, ("", -1, -1, 0, _NO_RESULT, 0)))
+            .cte("v")
+        )
+        now = self._db_now()
         statement = (
             update(R)
-            .where(*_held_lease())
+            .where(*_held_by(v, owner))
             .values(
-                state=bindparam("state"),
-                result=bindparam("result"),
-                finished_at=bindparam("finished"),
-                next_attempt_at=bindparam("next"),
+                state=v.c.st,
+                result=func.nullif(v.c.res, literal(_NO_RESULT, LargeBinary)),
+                finished_at=case((v.c.st == int(RequestState.PENDING), None), else_=literal(self.clock(), BigInteger)),
+                next_attempt_at=now + v.c.delay,
                 lease_owner=None,
                 lease_expires_at=None,
             )
+            .returning(R.c.batch_id, R.c.idx, R.c.attempts)
         )
         async with self.db.write() as conn:
             await self._lock_batches(conn, batch_ids)
-            await conn.execute(statement, params)
-            return [b for b in batch_ids if await self._finalize_if_done(conn, b, now)]
+            written = {tuple(row) for row in await conn.execute(statement)}
+            ended = [b for b in batch_ids if await self._finalize_if_done(conn, b, self.clock())]
+        return Finished(ended, [o.attempt for o in outcomes if o.attempt not in written])
 
     async def _lock_batches(self, conn: AsyncConnection, batch_ids: Sequence[str]) -> None:
         """Serialize finishers of the same batch (PostgreSQL); SQLite has one writer anyway."""
@@ -413,7 +564,7 @@ class BatchStore:
         """One cheap read: is there anything for the sweeper to do? (An idle database is
         asked this and nothing more.)"""
         checks = [
-            exists().where(R.c.state == RequestState.RUNNING, R.c.lease_expires_at < now),
+            exists().where(R.c.state == RequestState.RUNNING, R.c.lease_expires_at < self._db_now()),
             exists().where(*_to_close(now)),
         ]
         if archive_cutoff is not None:
@@ -426,15 +577,72 @@ class BatchStore:
             row = (await conn.execute(select(*[c.label(f"c{i}") for i, c in enumerate(checks)]))).one()
         return any(row)
 
-    async def recover_expired_leases(self, now: int) -> int:
-        """Requests whose holder stopped heartbeating go back to the queue."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(R)
-                .where(R.c.state == RequestState.RUNNING, R.c.lease_expires_at < now)
-                .values(state=RequestState.PENDING, lease_owner=None, lease_expires_at=None)
+    async def recover_leases(
+        self, decide: Callable[[LostLease], FinishedRequest], *, every_running: bool = False, chunk: int = 5000
+    ) -> Recovered:
+        """Requests whose holder stopped renewing its lease: each counts one more lease loss,
+        and ``decide`` (the lifecycle's policy) says what becomes of it. ``every_running``
+        takes every running request (an engine that knows it is the only one, starting
+        after a crash)."""
+        done = Recovered()
+        while True:
+            lapsed = [R.c.state == RequestState.RUNNING]
+            if not every_running:
+                lapsed.append(R.c.lease_expires_at < self._db_now())
+            query = (
+                select(R.c.batch_id, R.c.idx, R.c.attempts, R.c.lease_losses)
+                .where(*lapsed)
+                .order_by(R.c.batch_id, R.c.idx)
+                .limit(chunk)
+                .with_for_update(skip_locked=True)
             )
-            return result.rowcount
+            async with self.db.write() as conn:
+                found = (await conn.execute(query)).all()
+                if not found:
+                    return done
+                decisions = [decide(LostLease(r.batch_id, r.idx, r.attempts, r.lease_losses + 1)) for r in found]
+                batch_ids = sorted({d.batch_id for d in decisions})
+                await self._lock_batches(conn, batch_ids)
+                rows = [
+                    (d.batch_id, d.idx, d.attempts, int(d.state), _NO_RESULT if d.result is None else d.result)
+                    for d in decisions
+                ]
+                v = (
+                    values(
+                        column("b", String),
+                        column("i", Integer),
+                        column("a", Integer),
+                        column("st", SmallInteger),
+                        column("res", LargeBinary),
+                        name="v",
+                    )
+                    .data(_padded(rows, ("", -1, -1, 0, _NO_RESULT)))
+                    .cte("v")
+                )
+                now = self.clock()
+                await conn.execute(
+                    update(R)
+                    .where(
+                        R.c.batch_id == v.c.b,
+                        R.c.idx == v.c.i,
+                        R.c.attempts == v.c.a,
+                        R.c.state == RequestState.RUNNING,
+                    )
+                    .values(
+                        state=v.c.st,
+                        result=func.nullif(v.c.res, literal(_NO_RESULT, LargeBinary)),
+                        finished_at=case((v.c.st == int(RequestState.PENDING), None), else_=literal(now, BigInteger)),
+                        lease_losses=R.c.lease_losses + 1,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                )
+                closed = sorted({d.batch_id for d in decisions if d.state != RequestState.PENDING})
+                done.requeued += sum(1 for d in decisions if d.state == RequestState.PENDING)
+                done.ended_requests += sum(1 for d in decisions if d.state != RequestState.PENDING)
+                done.ended += [b for b in closed if await self._finalize_if_done(conn, b, now)]
+            if len(found) < chunk:
+                return done
 
     async def batches_to_close(self, now: int) -> list[tuple[str, str]]:
         """Open batches that are canceling or past expiry: (id, what to do)."""
@@ -444,9 +652,9 @@ class BatchStore:
         return [(r.id, "expire" if r.expires_at <= now else "cancel") for r in rows]
 
     async def close_open_requests(self, batch_id: str, now: int, *, expire: bool, chunk: int = 5000) -> bool:
-        """Cancel a canceling batch's pending requests (running ones may finish), or
-        expire every open request of an expired batch; end the batch when nothing is
-        open. Works in chunks so a 100,000-request batch never holds one long lock.
+        """Cancel a canceling batch's pending requests (running ones are the engine's to
+        end), or expire every open request of an expired batch; end the batch when nothing
+        is open. Works in chunks so a 100,000-request batch never holds one long lock.
         Returns True when the batch ended."""
         new_state = RequestState.EXPIRED if expire else RequestState.CANCELED
         targets = [int(s) for s in OPEN_STATES] if expire else [int(RequestState.PENDING)]
@@ -460,12 +668,17 @@ class BatchStore:
             )
             async with self.db.write() as conn:
                 await self._lock_batches(conn, [batch_id])
-                result = await conn.execute(
-                    update(R)
-                    .where(R.c.batch_id == picked.c.batch_id, R.c.idx == picked.c.idx, R.c.state.in_(targets))
-                    .values(state=new_state, finished_at=now, lease_owner=None, lease_expires_at=None, result=None)
-                )
-                if result.rowcount < chunk:
+                # Counted from RETURNING: SQLite reports no rowcount for a statement that
+                # begins with WITH, and a loop on it would stop after one chunk.
+                closed = (
+                    await conn.execute(
+                        update(R)
+                        .where(R.c.batch_id == picked.c.batch_id, R.c.idx == picked.c.idx, R.c.state.in_(targets))
+                        .values(state=new_state, finished_at=now, lease_owner=None, lease_expires_at=None, result=None)
+                        .returning(R.c.idx)
+                    )
+                ).all()
+                if len(closed) < chunk:
                     return await self._finalize_if_done(conn, batch_id, now)
 
     async def archive(self, now: int, created_before: int, chunk: int = 5000) -> list[str]:
@@ -488,34 +701,26 @@ class BatchStore:
             while True:
                 picked = _picked(select(R.c.idx).where(R.c.batch_id == batch_id).limit(chunk))
                 async with self.db.write() as conn:
-                    result = await conn.execute(
-                        delete(R).where(R.c.batch_id == batch_id, R.c.idx.in_(select(picked.c.idx)))
-                    )
-                if result.rowcount < chunk:
+                    dropped = (
+                        await conn.execute(
+                            delete(R)
+                            .where(R.c.batch_id == batch_id, R.c.idx.in_(select(picked.c.idx)))
+                            .returning(R.c.idx)
+                        )
+                    ).all()
+                if len(dropped) < chunk:
                     break
         return [r.id for r in newly]
 
-    async def not_in_progress(self, batch_ids: Iterable[str]) -> set[str]:
-        """Which of these batches stopped accepting new work (canceling, ended, deleted)."""
-        wanted = set(batch_ids)
+    async def batch_states(self, batch_ids: Iterable[str]) -> dict[str, str]:
+        """The processing status of each of these batches that still exists."""
+        wanted = list(set(batch_ids))
         if not wanted:
-            return set()
+            return {}
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(select(B.c.id).where(B.c.id.in_(wanted), B.c.processing_status == "in_progress"))
-            ).all()
-        return wanted - {r.id for r in rows}
+            rows = (await conn.execute(select(B.c.id, B.c.processing_status).where(B.c.id.in_(wanted)))).all()
+        return {r.id: r.processing_status for r in rows}
 
-    async def release_all_leases(self) -> int:
-        """Every running request back to pending: for an engine that knows it is the only
-        one (embedded SQLite) when it starts after a crash."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(R)
-                .where(R.c.state == RequestState.RUNNING)
-                .values(state=RequestState.PENDING, lease_owner=None, lease_expires_at=None)
-            )
-            return result.rowcount
 
     async def queue_figures(self) -> QueueFigures:
         """Counts for /metrics: rows of open batches by state (through the batch index),
@@ -543,9 +748,3 @@ class BatchStore:
         for name, n in zip(("succeeded", "errored", "canceled", "expired"), ended):
             by_state[name] += int(n)
         return QueueFigures(by_state, by_state["pending"], batches)
-
-    async def open_request_count(self) -> int:
-        async with self.db.read() as conn:
-            return (
-                await conn.execute(select(func.count()).where(R.c.state.in_([int(s) for s in OPEN_STATES])))
-            ).scalar_one()

@@ -7,6 +7,8 @@ use a small pool of their own under WAL. PostgreSQL uses one pool for both.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +36,50 @@ def is_database_outage(exc: BaseException) -> bool:
         return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and is_database_outage(cause)
+
+
+class EngineRefused(RuntimeError):
+    """A second engine on a SQLite database that already has one."""
+
+
+class SoleEngineLock:
+    """The one engine of a SQLite database file holds this lock (an advisory ``flock`` on a
+    file beside the database) for as long as it runs. The operating system frees it when
+    the process dies, however it dies, so a crashed engine never blocks the next one; a
+    second engine while the first lives is refused before it touches any lease."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.path = database.with_name(database.name + ".engine-lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> SoleEngineLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise EngineRefused(
+                f"another batchyard engine (pid {holder}) is already running on the SQLite database {self.database}: "
+                "SQLite serves one engine per database file. Stop that one, start this one with --no-engine "
+                "(API only), or use PostgreSQL (--database postgresql://...) to run several workers."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
 
 @dataclass(frozen=True)
@@ -73,6 +119,14 @@ def parse_database_url(raw: str) -> DatabaseUrl:
             raw, "postgresql", url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
         )
     raise DatabaseUrlError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://...")
+
+
+def sole_engine_lock(url: DatabaseUrl) -> SoleEngineLock | None:
+    """The lock an engine must hold on this database, where it allows only one (a SQLite
+    file); None where engines share it (PostgreSQL) or it is private to the process
+    (SQLite in memory)."""
+    path = url.sqlite_path
+    return None if path is None else SoleEngineLock(path.resolve())
 
 
 def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> AsyncEngine:
@@ -129,6 +183,9 @@ class Database:
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
+
+    def sole_engine_lock(self) -> SoleEngineLock | None:
+        return sole_engine_lock(self.url)
 
     @property
     def writer_engine(self) -> AsyncEngine:

@@ -78,6 +78,9 @@ batch_requests = Table(
     Column("params", LargeBinary, nullable=False),
     Column("state", SmallInteger, nullable=False, server_default=text("0")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # Leases that lapsed while this request ran (its worker crashed or hung): past a limit
+    # the request is a poison line and ends errored instead of being claimed again.
+    Column("lease_losses", SmallInteger, nullable=False, server_default=text("0")),
     Column("lease_owner", String(128)),
     Column("lease_expires_at", BigInteger),
     Column("next_attempt_at", BigInteger, nullable=False, server_default=text("0")),
