@@ -11,12 +11,14 @@ from .batches import Batches
 from .config import Settings
 from .engine.dispatcher import Engine, make_limiters
 from .engine.limits import RouteLimiter
+from .files import Files, sweep_forever
 from .keys import KeyRing, flush_usage_forever, forget_disabled_keys
 from .messages import Messages
 from .metrics import Metrics
 from .store import migrate
 from .store.batches import BatchStore
 from .store.database import Database, parse_database_url
+from .store.files import DatabaseBlobs, FileStore
 from .store.keys import KeyStore
 from .store.notify import Notifier, PostgresNotifier
 
@@ -32,6 +34,7 @@ class Services:
     limiters: dict[int, RouteLimiter]
     metrics: Metrics
     keys: KeyRing
+    files: Files
     engine: Engine | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -75,12 +78,16 @@ async def open_services(settings: Settings, *, run_engine: bool, metrics: Metric
         limiters=limiters,
         metrics=metrics,
         keys=KeyRing(KeyStore(db), require_keys=settings.require_keys),
+        files=Files(FileStore(db), DatabaseBlobs(db), settings),
     )
     services.background.append(asyncio.create_task(flush_usage_forever(services.keys), name="key-usage"))
     services.background.append(
         asyncio.create_task(forget_disabled_keys(services.keys, notifier.subscribe()), name="key-notices")
     )
+    services.background.append(asyncio.create_task(sweep_forever(services.files, db), name="files-sweep"))
     if run_engine:
-        services.engine = Engine(batches, router, settings.engine, notifier, metrics, limiters=limiters)
+        services.engine = Engine(
+            batches, router, settings.engine, notifier, metrics, limiters=limiters, files=services.files
+        )
         await services.engine.start(sole_engine=not db.is_postgres)
     return services

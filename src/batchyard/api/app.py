@@ -19,6 +19,7 @@ from ..protocol.errors import ApiError
 from ..services import open_services
 from ..store.ratelimits import RateStore
 from . import batches as batch_routes
+from . import files as file_routes
 from . import observability
 from . import messages as message_routes
 from . import models as model_routes
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, run_engine: bool = True, access_log: bool 
         routes=[
             *batch_routes.routes,
             *message_routes.routes,
+            *file_routes.routes,
             *model_routes.routes,
             *observability.routes,
             *console_routes.routes,

@@ -25,6 +25,7 @@ from ..backends.base import BackendError, GenerateRequest
 from ..backends.router import Router
 from ..batches import Batches
 from ..config import EngineSettings, Route
+from ..files import Files
 from ..metrics import Metrics
 from ..protocol import batches as wire
 from ..protocol.errors import ApiError
@@ -84,8 +85,10 @@ class Engine:
         *,
         limiters: dict[int, RouteLimiter] | None = None,
         owner: str | None = None,
+        files: Files | None = None,
     ) -> None:
         self.batches = batches
+        self.files = files
         self.router = router
         self.settings = settings
         self.notifier = notifier
@@ -236,6 +239,10 @@ class Engine:
         try:
             body = _parse_params(request.params)
             validated = validate_message_request(body, request.api_version, self.router, in_batch=True)
+            if self.files is not None:  # file_id sources resolve when the line runs
+                backend = self.router.backend_for(validated.model.model)
+                validated = await self.files.resolve(validated, request.workspace_id, backend)
+                body = validated.body
         except JsonSyntaxError as exc:
             return self._errored(request, "invalid_request_error", f"The request params are not valid JSON: {exc}")
         except ApiError as exc:

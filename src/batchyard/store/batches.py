@@ -82,6 +82,7 @@ class ClaimedRequest:
     attempts: int  # the fence: this claim's attempt number
     api_version: str
     expires_at: int
+    workspace_id: str = "default"  # the batch's: file_id references resolve in it
 
 
 @dataclass(slots=True)
@@ -265,25 +266,25 @@ class BatchStore:
         async with self.db.read() as conn:
             return {RequestState(state): n for state, n in await conn.execute(_by_state(batch_id))}
 
-    async def claimable_batches(self, now: int) -> list[tuple[str, str, int]]:
-        """In-progress batches with a request ready to run: (id, api_version, expires_at),
-        oldest first."""
+    async def claimable_batches(self, now: int) -> list[tuple[str, str, int, str]]:
+        """In-progress batches with a request ready to run: (id, api_version, expires_at,
+        workspace_id), oldest first."""
         ready = exists().where(
             R.c.batch_id == B.c.id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= now
         )
         query = (
-            select(B.c.id, B.c.api_version, B.c.expires_at)
+            select(B.c.id, B.c.api_version, B.c.expires_at, B.c.workspace_id)
             .where(B.c.processing_status == "in_progress", ready)
             .order_by(B.c.id)
         )
         async with self.db.read() as conn:
-            return [(row.id, row.api_version, row.expires_at) for row in await conn.execute(query)]
+            return [(row.id, row.api_version, row.expires_at, row.workspace_id) for row in await conn.execute(query)]
 
     async def claim(
-        self, batch: tuple[str, str, int], owner: str, limit: int, now: int, lease_until: int
+        self, batch: tuple[str, str, int, str], owner: str, limit: int, now: int, lease_until: int
     ) -> list[ClaimedRequest]:
         """Lease up to ``limit`` ready requests of one in-progress batch."""
-        batch_id, api_version, expires_at = batch
+        batch_id, api_version, expires_at, workspace_id = batch
         picked = _picked(
             select(R.c.batch_id, R.c.idx)
             .where(R.c.batch_id == batch_id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= now)
@@ -311,7 +312,8 @@ class BatchStore:
         async with self.db.write() as conn:
             rows = (await conn.execute(statement)).all()
         claimed = [
-            ClaimedRequest(batch_id, r.idx, r.custom_id, r.params, r.attempts, api_version, expires_at) for r in rows
+            ClaimedRequest(batch_id, r.idx, r.custom_id, r.params, r.attempts, api_version, expires_at, workspace_id)
+            for r in rows
         ]
         claimed.sort(key=lambda c: c.idx)
         return claimed
