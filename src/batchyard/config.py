@@ -92,6 +92,7 @@ class FileLimits(_Strict):
     batch_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1)  # purpose=batch: bytes per file
     downloadable_uploads: bool = False  # Anthropic uploads can be downloaded (the real API: no)
     sweep_interval: float = Field(default=30.0, gt=0)  # expiry and abandoned-upload cleanup
+    abandoned_upload_after: float = Field(default=120.0, gt=0)  # an upload silent this long is dead
 
 
 class WorkspaceLimits(_Strict):

@@ -124,6 +124,7 @@ class Upload:
         buffer = bytearray()
         size = seq = 0
         last_touch = now_us()
+        touch_every = min(TOUCH_EVERY_US, seconds_to_us(self.files.settings.files.abandoned_upload_after) // 3)
         head: bytes | None = None
         async for piece in chunks:
             size += len(piece)
@@ -141,7 +142,7 @@ class Upload:
                 del buffer[:CHUNK_BYTES]
                 seq += 1
             now = now_us()
-            if now - last_touch > TOUCH_EVERY_US:
+            if now - last_touch > touch_every:
                 await store.touch(record.id, now)
                 last_touch = now
         if head is None:
@@ -396,7 +397,9 @@ class Files:
         forget expired files after ``forget_expired_after``."""
         now = now or now_us()
         settings = self.settings
-        stale_after = seconds_to_us(2 * settings.limits.body_timeout + 10)
+        # A live upload writes (and touches its row) more often than this: a silent client
+        # gets a 408 after body_timeout, so an older row is one whose process died.
+        stale_after = seconds_to_us(max(settings.files.abandoned_upload_after, 2 * settings.limits.body_timeout))
         for file_id in await self.store.abandoned(now - stale_after):
             await self._discard(file_id)
             log.info("removed an abandoned upload", extra={"file_id": file_id})
