@@ -16,7 +16,7 @@ from typing import Any
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..protocol.errors import invalid_request
 from .bodies import chunks as body_chunks
@@ -115,7 +115,8 @@ class MultipartForm:
                 raise truncated()
             try:
                 chunk = await anext(self._body)
-            except StopAsyncIteration:
+            except (StopAsyncIteration, ClientDisconnect):
+                # A client gone mid-body is a truncated body: what it sent is dropped.
                 self._ended = True
                 raise truncated() from None
             try:
