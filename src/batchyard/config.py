@@ -14,6 +14,14 @@ limits and the model routes::
     [engine]
     concurrency = 512
 
+    [files]                    # the Files APIs (Anthropic's and OpenAI's /v1/files)
+    max_file_bytes = 524288000 # per file
+    max_workspace_bytes = 107374182400
+    default_ttl = 0            # seconds until an upload expires; 0: kept until deleted
+    batch_ttl = 2592000        # OpenAI purpose=batch uploads (30 days, as OpenAI)
+    batch_max_lines = 50000    # purpose=batch uploads are checked as JSONL
+    batch_max_bytes = 209715200
+
     [rate_limits]              # for callers with API keys
     requests_per_minute = 6000 # per key
     max_queued_requests = 500000
@@ -74,6 +82,21 @@ class EngineSettings(_Strict):
     retry_base: float = Field(default=1.0, ge=0)  # first retry delay (seconds), doubling per attempt
     retry_cap: float = Field(default=60.0, ge=0)  # longest delay between attempts
     max_lease_losses: int = Field(default=3, ge=1)  # lost workers before a request ends errored (a poison line)
+
+
+class FileLimits(_Strict):
+    """The file store behind both Files APIs. Sizes in bytes, times in seconds."""
+
+    max_file_bytes: int = Field(default=500 * 1024 * 1024, ge=1)  # Anthropic's limit per file
+    max_workspace_bytes: int = Field(default=100 * 1024**3, ge=0)  # stored bytes per workspace; 0: no cap
+    default_ttl: float = Field(default=0, ge=0)  # uploads that ask for no expiry; 0: kept until deleted
+    batch_ttl: float = Field(default=30 * DAY, ge=0)  # OpenAI purpose=batch uploads; 0: kept until deleted
+    forget_expired_after: float = Field(default=30 * DAY, ge=0)  # an expired file's metadata goes after this
+    batch_max_lines: int = Field(default=50_000, ge=1)  # purpose=batch: JSONL lines per file
+    batch_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1)  # purpose=batch: bytes per file
+    downloadable_uploads: bool = False  # Anthropic uploads can be downloaded (the real API: no)
+    sweep_interval: float = Field(default=30.0, gt=0)  # expiry and abandoned-upload cleanup
+    abandoned_upload_after: float = Field(default=120.0, gt=0)  # an upload silent this long is dead
 
 
 class WorkspaceLimits(_Strict):
@@ -147,6 +170,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     limits: ServerLimits = field(default_factory=ServerLimits)
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    files: FileLimits = field(default_factory=FileLimits)
     routes: list[Route] = field(default_factory=default_routes)
     require_keys: bool = False
 
@@ -156,7 +180,7 @@ class Settings:
 
 # -- loading -----------------------------------------------------------------------
 
-_TOP_LEVEL = {"public_url", "database_url", "batches", "engine", "limits", "rate_limits", "models"}
+_TOP_LEVEL = {"public_url", "database_url", "batches", "engine", "limits", "rate_limits", "files", "models"}
 
 
 def _key_line(text: str, table: str | None, key: str, occurrence: int = 0) -> int | None:
@@ -230,6 +254,8 @@ def load_config_file(path: Path, settings: Settings) -> None:
         settings.limits = _validate_section(path, text, "limits", ServerLimits, data["limits"])
     if "rate_limits" in data:
         settings.rate_limits = _validate_section(path, text, "rate_limits", RateLimits, data["rate_limits"])
+    if "files" in data:
+        settings.files = _validate_section(path, text, "files", FileLimits, data["files"])
     if "models" in data:
         tables = data["models"]
         if not isinstance(tables, list):

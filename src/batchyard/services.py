@@ -12,12 +12,14 @@ from .batches import Batches
 from .config import Settings
 from .engine.dispatcher import Engine, make_limiters
 from .engine.limits import RouteLimiter
+from .files import Files, sweep_forever
 from .keys import KeyRing, flush_usage_forever, forget_disabled_keys
 from .messages import Messages
 from .metrics import Metrics
 from .store import migrate
 from .store.batches import BatchStore
 from .store.database import Database, SoleEngineLock, parse_database_url
+from .store.files import DatabaseBlobs, FileStore
 from .store.keys import KeyStore
 from .store.notify import Notifier, PostgresNotifier
 
@@ -33,6 +35,7 @@ class Services:
     limiters: dict[int, RouteLimiter]
     metrics: Metrics
     keys: KeyRing
+    files: Files
     engine: Engine | None = None
     engine_lock: SoleEngineLock | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -92,10 +95,13 @@ async def open_services(
             limiters=limiters,
             metrics=metrics,
             keys=KeyRing(KeyStore(db), require_keys=settings.require_keys),
+            files=Files(FileStore(db), DatabaseBlobs(db), settings),
             engine_lock=lock,
         )
         if run_engine:
-            engine = Engine(batches, router, settings.engine, notifier, metrics, limiters=limiters)
+            engine = Engine(
+                batches, router, settings.engine, notifier, metrics, limiters=limiters, files=services.files
+            )
             await engine.start(sole_engine=lock is not None)
             services.engine = engine
     except BaseException:
@@ -109,4 +115,5 @@ async def open_services(
     services.background.append(
         asyncio.create_task(forget_disabled_keys(services.keys, notifier.subscribe()), name="key-notices")
     )
+    services.background.append(asyncio.create_task(sweep_forever(services.files, db), name="files-sweep"))
     return services

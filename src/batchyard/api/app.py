@@ -20,6 +20,7 @@ from ..services import open_services
 from ..store.database import SoleEngineLock
 from ..store.ratelimits import RateStore
 from . import batches as batch_routes
+from . import files as file_routes
 from . import observability
 from . import messages as message_routes
 from . import models as model_routes
@@ -80,6 +81,7 @@ def create_app(
         routes=[
             *batch_routes.routes,
             *message_routes.routes,
+            *file_routes.routes,
             *model_routes.routes,
             *observability.routes,
             *console_routes.routes,

@@ -22,7 +22,10 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 async def _validated(request: Request, *, count_tokens: bool = False) -> Any:
     svc = services(request)
     body = await read_json(request, svc.settings.limits.max_message_bytes, svc.settings.limits.body_timeout)
-    return svc.messages.validate(body, request.scope["state"]["api_version"], count_tokens=count_tokens)
+    validated = svc.messages.validate(body, request.scope["state"]["api_version"], count_tokens=count_tokens)
+    # file_id sources become the file's content, in the form the model's backend takes.
+    backend = svc.router.backend_for(validated.model.model)
+    return await svc.files.resolve(validated, request.scope["state"]["workspace_id"], backend)
 
 
 async def create_message(request: Request) -> Response:

@@ -24,6 +24,10 @@ class Router(ModelResolver):
     def route_for(self, model: str) -> Route | None:
         return route_for(self._routes, model)
 
+    def backend_for(self, model: str) -> Backend | None:
+        route = self.route_for(model)
+        return None if route is None else self.backends[route.index]
+
     # ModelResolver, for the validator
     def knows(self, model: str) -> bool:
         return self.route_for(model) is not None

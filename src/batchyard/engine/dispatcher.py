@@ -27,12 +27,14 @@ from ..backends.base import BackendError, GenerateRequest
 from ..backends.router import Router
 from ..batches import Batches, ClaimBudget, Settled
 from ..config import EngineSettings
+from ..files import Files
 from ..metrics import Metrics
 from ..outcomes import Report
 from ..protocol.errors import ApiError, invalid_request
 from ..protocol.jsonscan import JsonSyntaxError, loads_strict
 from ..protocol.messages import ValidatedRequest, validate_message_request
 from ..store.batches import Attempt, ClaimedRequest
+from ..store.database import is_database_outage
 from ..store.notify import Notifier
 from .cancels import CancelWatcher
 from .heartbeat import Heartbeat
@@ -75,8 +77,10 @@ class Engine:
         *,
         limiters: dict[int, RouteLimiter] | None = None,
         owner: str | None = None,
+        files: Files | None = None,
     ) -> None:
         self.batches = batches
+        self.files = files
         self.router = router
         self.settings = settings
         self.notifier = notifier
@@ -277,6 +281,16 @@ class Engine:
         assert route is not None  # the validator checked the model
         backend = self.router.backends[route.index]
         limiter = self.limiters[route.index]
+        if self.files is not None:  # file_id sources resolve when the line runs
+            try:
+                validated = await self.files.resolve(validated, request.workspace_id, backend)
+            except ApiError as exc:
+                return Report.refused(request, exc)
+            except Exception as exc:
+                if not is_database_outage(exc):
+                    raise
+                unavailable = ApiError("api_error", "The file store is unavailable", status=503)
+                return Report.failed(request, unavailable, route.max_attempts, route.id)
         async with limiter.slot(interactive=False, group=request.batch_id):
             if self.cancels.is_canceling(request.batch_id):
                 return Report.canceled(request)

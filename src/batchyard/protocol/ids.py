@@ -21,6 +21,7 @@ BATCH_PREFIX = "msgbatch_"
 MESSAGE_PREFIX = "msg_"
 TOOL_USE_PREFIX = "toolu_"
 REQUEST_PREFIX = "req_"
+FILE_PREFIX = "file_"
 
 BATCH_ID_PATTERN = re.compile(rf"^{BATCH_PREFIX}01{_BASE58_CHARS}{{{_TAIL_LENGTH}}}$")
 
@@ -51,6 +52,11 @@ def new_batch_id(now_ms: int | None = None) -> str:
         now_ms = time.time_ns() // 1_000_000
     number = ((now_ms & ((1 << 48) - 1)) << 80) | secrets.randbits(80)
     return f"{BATCH_PREFIX}01{_base58(number, _TAIL_LENGTH)}"
+
+
+def new_file_id(now_ms: int | None = None) -> str:
+    """A new file id, time-ordered like batch ids (lists page by id)."""
+    return FILE_PREFIX + new_batch_id(now_ms)[len(BATCH_PREFIX) :]
 
 
 def new_message_id() -> str:

@@ -7,6 +7,7 @@ from enum import IntEnum
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Float,
     Column,
     Index,
@@ -129,4 +130,52 @@ rate_buckets = Table(
     Column("tokens", Float(precision=53), nullable=False),
     Column("stamp", BigInteger, nullable=False),
     Column("granted", Integer, nullable=False),
+)
+
+
+class FileState(IntEnum):
+    UPLOADING = 0  # bytes still arriving: seen by nothing but its own upload and the sweeper
+    READY = 1
+    EXPIRED = 2  # past expires_at: the bytes are gone, the metadata stays a while
+
+
+# One row per file of either Files API; its bytes are ``file_chunks`` rows of at most
+# CHUNK_BYTES each (store/files.py), so no file is ever one value in memory.
+files = Table(
+    "files",
+    metadata,
+    Column("id", _BYTEWISE_ID, primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("mime_type", String(255), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False, server_default=text("0")),
+    Column("chunks", Integer, nullable=False, server_default=text("0")),
+    Column("state", SmallInteger, nullable=False, server_default=text("0")),
+    Column("downloadable", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("touched_at", BigInteger, nullable=False),  # the last chunk written (uploads in progress)
+    Index("ix_files_workspace", "workspace_id", "id"),
+    Index(
+        "ix_files_uploading",
+        "touched_at",
+        postgresql_where=text("state = 0"),
+        sqlite_where=text("state = 0"),
+    ),
+    Index(
+        "ix_files_expiring",
+        "expires_at",
+        postgresql_where=text("expires_at IS NOT NULL"),
+        sqlite_where=text("expires_at IS NOT NULL"),
+    ),
+)
+
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    Column("file_id", _BYTEWISE_ID, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("file_id", "seq", name="pk_file_chunks"),
 )
