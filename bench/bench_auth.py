@@ -18,11 +18,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from bench_messages import WRK_SCRIPT, BODY, _ms  # noqa: E402
+import re  # noqa: E402
+
+from bench_messages import BODY, WRK_SCRIPT, _ms  # noqa: E402
+
 from support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
 from support.server import ServerProcess  # noqa: E402
-
-import re  # noqa: E402
 
 CONFIG = """
 [rate_limits]

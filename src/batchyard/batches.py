@@ -11,19 +11,20 @@ expiry, archiving). SQL lives in ``store``; wire shapes in ``protocol``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO
 
 from .config import Settings
+from .outcomes import Decision, OutcomePolicy, Report
 from .protocol import batches as wire
 from .protocol.batch_create import BatchBodyReader, BatchLine
 from .protocol.errors import ApiError, invalid_request, not_found
 from .protocol.ids import is_batch_id, new_batch_id
 from .protocol.timestamps import seconds_to_us
-from .outcomes import Decision, OutcomePolicy, Report
 from .store.batches import (
     Attempt,
     BatchRecord,
@@ -42,11 +43,16 @@ log = logging.getLogger("batchyard.batches")
 DEFAULT_WORKSPACE = "default"
 INGEST_CHUNK = 2000
 RESULTS_PAGE = 2000
+RESULTS_PAGE_BYTES = 8 * 1024 * 1024
 PEEK_FIRST = 64  # ready requests looked at first per batch per claim, then 4x as many
 PEEK_MAX = 2000
 QUEUE_FULL_RETRY_AFTER = 60  # seconds
 ARCHIVE_SWEEP_EVERY = 60.0  # seconds
 SWEEP_LOCK_KEY = 0x62797377  # "bysw": advisory lock id for the sweeper
+
+
+class ResultsGone(Exception):
+    """A batch's results disappeared (deleted, archived) while they were streamed out."""
 
 
 def batch_not_found(batch_id: str) -> Exception:
@@ -118,7 +124,7 @@ class Batches:
     # -- the API side ------------------------------------------------------------------
 
     async def create(
-        self, workspace_id: str, api_version: str, body: BinaryIO, *, queue_limit: int | None = None
+        self, workspace_id: str, api_version: str, body: IO[bytes], *, queue_limit: int | None = None
     ) -> BatchRecord:
         """Read, check and store a whole batch in one transaction; nothing of a bad body
         is written. ``queue_limit`` caps the requests of the workspace's unfinished batches,
@@ -205,18 +211,28 @@ class Batches:
         record = await self.get(workspace_id, batch_id)
         if record.processing_status != "ended" or record.archived_at is not None:
             raise not_found(f"Message Batch {batch_id} has no available results.")
-        return self._result_pages(batch_id)
+        return self._result_pages(batch_id, record.request_count)
 
-    async def _result_pages(self, batch_id: str) -> AsyncIterator[bytes]:
-        after = -1
+    async def _result_pages(self, batch_id: str, expected: int) -> AsyncIterator[bytes]:
+        """Pages of JSONL. Each page is its own read, so a batch deleted (or archived) while a
+        slow client downloads would leave later pages empty: the count of lines sent is
+        checked against the batch's, and a short download fails (the connection is cut
+        without the last chunk) instead of ending like a complete one."""
+        after, sent = -1, 0
         while True:
-            rows = await self.store.result_rows(batch_id, after, RESULTS_PAGE)
-            if not rows:
-                return
-            yield b"".join(_result_line(row) for row in rows)
-            after = rows[-1].idx
-            if len(rows) < RESULTS_PAGE:
-                return
+            rows = await self.store.result_rows(batch_id, after, RESULTS_PAGE, max_bytes=RESULTS_PAGE_BYTES)
+            if rows:
+                sent += len(rows)
+                yield b"".join(_result_line(row) for row in rows)
+                after = rows[-1].idx
+            if not rows or sent >= expected:
+                break
+        if sent != expected:
+            log.warning(
+                "results download cut short: the batch went away while it was read",
+                extra={"batch_id": batch_id, "sent": sent, "expected": expected},
+            )
+            raise ResultsGone(batch_id)
 
     # -- the console's live view --------------------------------------------------------
 
@@ -232,7 +248,7 @@ class Batches:
 
     async def finished_lines(
         self, workspace_id: str, batch_id: str, result_type: str | None, after_idx: int, limit: int
-    ) -> list[tuple[int, bytes]]:
+    ) -> builtins.list[tuple[int, bytes]]:
         """Result lines written so far, in submission order: (position, JSONL line)."""
         await self.get(workspace_id, batch_id)
         finished = [RequestState.SUCCEEDED, RequestState.ERRORED, RequestState.CANCELED, RequestState.EXPIRED]
@@ -247,7 +263,7 @@ class Batches:
 
     # -- the engine side ---------------------------------------------------------------
 
-    async def claim_ready(self, owner: str, budget: ClaimBudget) -> list[ClaimedRequest] | None:
+    async def claim_ready(self, owner: str, budget: ClaimBudget) -> builtins.list[ClaimedRequest] | None:
         """Lease ready requests the engine can start now (``budget``), shared evenly across
         in-progress batches so a small batch is not stuck behind a large one. None when
         nothing at all is ready (new work will come with a notice or the next poll)."""
@@ -262,7 +278,7 @@ class Batches:
         share = max(1, math.ceil(budget.want / len(order)))
         lease_us = seconds_to_us(self.settings.engine.lease)
         isolate_after = self.policy.isolate_after
-        claimed: list[ClaimedRequest] = []
+        claimed: builtins.list[ClaimedRequest] = []
         for batch in order:
             if budget.want <= 0:
                 break
@@ -281,11 +297,11 @@ class Batches:
 
     async def _pick(
         self, batch_id: str, share: int, budget: ClaimBudget, isolate_after: int
-    ) -> tuple[list[int], set[str | None]]:
+    ) -> tuple[builtins.list[int], set[str | None]]:
         """Up to ``share`` ready requests of one batch that fit the budget, looked at in
         growing windows; stops at the first one that does not fit (its route is full).
         Returns their positions, and the models of the ones that did not fit."""
-        picked: list[int] = []
+        picked: builtins.list[int] = []
         refused: set[str | None] = set()
         after, window = -1, PEEK_FIRST
         while len(picked) < share and budget.want > 0:
@@ -301,7 +317,7 @@ class Batches:
             after, window = rows[-1].idx, min(window * 4, PEEK_MAX)
         return picked, refused
 
-    async def renew(self, owner: str, held: Sequence[Attempt]) -> list[Attempt]:
+    async def renew(self, owner: str, held: Sequence[Attempt]) -> builtins.list[Attempt]:
         """Extend the leases of running attempts; returns the ones that lost theirs."""
         return await self.store.renew_leases(owner, held, seconds_to_us(self.settings.engine.lease))
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -19,6 +21,10 @@ from .store.database import (
     parse_database_url,
     sole_engine_lock,
 )
+from .store.keys import KeyStore
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _settings(**flags: object) -> Settings:
@@ -209,18 +215,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def _with_keys(settings: Settings, work: object) -> object:
-    from .store.keys import KeyStore
-
+async def _with_keys(settings: Settings, work: Callable[[KeyStore], Awaitable[T]]) -> T:
     db = Database(parse_database_url(settings.database_url))
     try:
-        return await work(KeyStore(db))  # type: ignore[operator]
+        return await work(KeyStore(db))
     finally:
         await db.close()
 
 
 async def _key_count(settings: Settings) -> int:
-    return await _with_keys(settings, lambda store: store.count())  # type: ignore[return-value]
+    return await _with_keys(settings, lambda store: store.count())
 
 
 @main.group()
@@ -243,7 +247,7 @@ def keys_create(workspace: str, name: str | None, database_url: str | None) -> N
 
     settings = _settings(database_url=database_url)
     _prepare_database(settings)
-    key_id, workspace_id, secret = asyncio.run(_with_keys(settings, lambda s: create_key(s, workspace, name)))  # type: ignore[misc]
+    key_id, workspace_id, secret = asyncio.run(_with_keys(settings, lambda s: create_key(s, workspace, name)))
     click.echo(secret)
     click.echo(f"key {key_id} for workspace {workspace!r} ({workspace_id}); store it now, it is not shown again", err=True)
 
@@ -271,7 +275,7 @@ def keys_list(database_url: str | None, as_json: bool) -> None:
             "last_used_at": to_rfc3339(r.last_used_at),
             "status": "disabled" if r.disabled_at else "active",
         }
-        for r in records  # type: ignore[attr-defined]
+        for r in records
     ]
     if as_json:
         for row in rows:
@@ -326,7 +330,7 @@ class _Api:
         self.emit(batch) if self.as_json else click.echo(_describe(batch))
 
 
-def _client_options(command: object) -> object:
+def _client_options(command: F) -> F:
     command = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(command)
     command = click.option(
         "--api-key", envvar="ANTHROPIC_API_KEY", default=None, help="API key. [ANTHROPIC_API_KEY]"

@@ -2,9 +2,9 @@
 
 A key is ``sk-by-`` followed by 43 base64url characters (256 random bits). Only its
 SHA-256 is stored; a presented key is hashed and looked up by that hash, so no secret is
-ever compared character by character. Checks are cached for a few seconds per process.
-On PostgreSQL a disabled key stops working everywhere at once (a notice clears every
-process's cache); on SQLite within those few seconds.
+ever compared character by character. Each process holds the hashes of all active keys.
+On PostgreSQL a disabled key stops working everywhere at once (a notice makes every
+process read the set again); on SQLite within a few seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from .store.notify import Notice
 log = logging.getLogger("batchyard.keys")
 
 KEY_PREFIX = "sk-by-"
-CACHE_SECONDS = 5.0
+CACHE_SECONDS = 5.0  # the key set is read again at least this often
+UNKNOWN_REFRESH = 1.0  # an unknown key makes the ring read the set again, at most this often
 TOUCH_EVERY = 60.0  # last_used_at is written at most this often per key
 
 
@@ -53,85 +55,77 @@ class Caller:
     workspace_name: str
 
 
-@dataclass(slots=True)
-class _Cached:
-    record: KeyRecord | None
-    until: float
-
-
 class KeyRing:
     """What the API asks: are keys required, and whose is this one?
 
-    Answers come from a per-process cache refreshed in the background: a busy server
-    asks the database once per key every few seconds, never once per request (and never
-    with every waiting request at once when an entry goes stale)."""
+    Every key's hash is held in memory (keys are few), so checking a key costs no
+    query, and a flood of made-up keys cannot become a flood of database reads. The set
+    is read again when a key-change notice arrives (PostgreSQL: from any process), every
+    few seconds as a backstop, and when an unknown key shows up, at most once a second
+    (so a key just made by ``batchyard keys create`` in another process works within a
+    second even on SQLite)."""
 
     def __init__(self, store: KeyStore, *, require_keys: bool = False) -> None:
         self.store = store
         self.require_keys = require_keys
-        self._cache: dict[str, _Cached] = {}
-        self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
-        self._count: tuple[int, float] | None = None
-        self._count_loading: asyncio.Future[int] | None = None
+        self._keys: dict[str, KeyRecord] | None = None  # secret hash -> key
+        self._loaded_at = -math.inf
+        self._loading: asyncio.Future[None] | None = None
+        self._generation = 0  # bumped by forget(): a load begun before it is not trusted
         self._touched: dict[str, float] = {}
         self._pending_touch: dict[str, int] = {}
-        self._generation = 0  # bumped by forget(): answers read before it are not cached
 
-    async def _load_count(self) -> int:
+    async def _load(self) -> None:
         try:
-            count = await self.store.count()
-            self._count = (count, time.monotonic() + CACHE_SECONDS)
-            return count
+            while True:
+                generation = self._generation
+                keys = {digest: record for digest, record in await self.store.all_keys()}
+                if generation == self._generation:
+                    self._keys = keys
+                    self._loaded_at = time.monotonic()
+                    return
         finally:
-            self._count_loading = None
+            self._loading = None
+
+    async def refresh(self) -> None:
+        """Read the key set (once, however many callers ask at the same moment)."""
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _current(self) -> dict[str, KeyRecord]:
+        if self._keys is None or time.monotonic() - self._loaded_at >= CACHE_SECONDS:
+            if self._keys is None:
+                await self.refresh()
+            elif self._loading is None:
+                self._loading = asyncio.ensure_future(self._load())  # in the background
+        assert self._keys is not None
+        return self._keys
 
     async def keys_required(self) -> bool:
         if self.require_keys:
             return True
-        if self._count_loading is None and (self._count is None or time.monotonic() >= self._count[1]):
-            self._count_loading = asyncio.ensure_future(self._load_count())
-        if self._count is None:  # nothing known yet: wait for the first answer
-            assert self._count_loading is not None
-            return await asyncio.shield(self._count_loading) > 0
-        return self._count[0] > 0
-
-    async def _load(self, digest: str) -> KeyRecord | None:
-        generation = self._generation
-        try:
-            record = await self.store.find(digest)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            if generation == self._generation:
-                self._cache[digest] = _Cached(record, time.monotonic() + CACHE_SECONDS)
-            return record
-        finally:
-            self._loading.pop(digest, None)
+        return bool(await self._current())
 
     async def check(self, secret: str) -> Caller | None:
         """The caller behind a key, or None for an unknown or disabled one."""
         digest = hash_secret(secret)
-        now = time.monotonic()
-        cached = self._cache.get(digest)
-        loading = self._loading.get(digest)
-        if (cached is None or cached.until <= now) and loading is None:
-            loading = self._loading[digest] = asyncio.ensure_future(self._load(digest))
-        if cached is not None:
-            record = cached.record  # possibly a few seconds stale while it refreshes
-        else:
-            assert loading is not None
-            record = await asyncio.shield(loading)
+        record = (await self._current()).get(digest)
+        if record is None and time.monotonic() - self._loaded_at >= UNKNOWN_REFRESH:
+            await self.refresh()  # a key made since the last read? (at most once a second)
+            record = (self._keys or {}).get(digest)
         if record is None or record.disabled_at is not None:
             return None
+        now = time.monotonic()
         if now - self._touched.get(record.id, 0.0) >= TOUCH_EVERY:
             self._touched[record.id] = now
             self._pending_touch[record.id] = now_us()
         return Caller(record.id, record.workspace_id, record.workspace_name)
 
     def forget(self) -> None:
-        """Drop every cached answer: the next check of each key asks the database."""
+        """The key set changed: the next check reads it again."""
         self._generation += 1
-        self._cache.clear()
-        self._count = None
+        self._loaded_at = -math.inf
 
     async def flush_usage(self) -> None:
         pending, self._pending_touch = self._pending_touch, {}
@@ -157,10 +151,13 @@ async def create_key(store: KeyStore, workspace: str, name: str | None) -> tuple
     return key_id, workspace_id, secret
 
 
+KEY_NOTICES = ("keys-changed", "key-disabled")
+
+
 async def forget_disabled_keys(ring: KeyRing, notices: asyncio.Queue[Notice]) -> None:
-    """Clear the ring's cache whenever any process disables a key."""
+    """Read the key set again whenever any process changes it."""
     while True:
-        if (await notices.get()).kind == "key-disabled":
+        if (await notices.get()).kind in KEY_NOTICES:
             ring.forget()
 
 

@@ -43,10 +43,11 @@ class Messages:
         async with limiter.slot(interactive=True):
             return await measured_create(backend, request, limiter, self.metrics, kind="interactive")
 
-    async def stream(self, validated: ValidatedRequest) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, validated: ValidatedRequest) -> MessageStream:
         """The stream's events. The first event is produced before this returns, so a
         failure to start is raised here (and becomes an HTTP error); later failures are
-        raised by the iterator (and become an ``error`` event)."""
+        raised by the iterator (and become an ``error`` event). The caller must
+        ``aclose()`` it whatever happens (a client may leave before reading anything)."""
         backend, limiter = self._route(validated)
         assert isinstance(validated.model, MessageCreateRequest)
         slot = limiter.slot(interactive=True)
@@ -60,47 +61,79 @@ class Messages:
                 record_call(limiter, self.metrics, route=route, kind="stream", error=exc)
             await slot.__aexit__(None, None, None)
             raise
-        return self._continue(first, events, limiter, slot, route)
+        return MessageStream(first, events, limiter, slot, route, self.metrics, self.ping_interval)
 
-    async def _continue(
+    async def count_tokens(self, validated: ValidatedRequest) -> int:
+        backend, _ = self._route(validated)
+        return await backend.count_tokens(validated.model)
+
+
+class MessageStream:
+    """A started stream holding its route's slot. The slot is given back exactly once:
+    when the events run out, when reading them fails, or at ``aclose()``, which the
+    response calls even when the client left before the first event was read (an
+    iterator never started would never reach its own ``finally``)."""
+
+    def __init__(
         self,
         first: dict[str, Any],
         events: AsyncIterator[dict[str, Any]],
         limiter: RouteLimiter,
         slot: Any,
         route: str,
-    ) -> AsyncIterator[dict[str, Any]]:
-        pending: asyncio.Future[dict[str, Any]] | None = None
+        metrics: Metrics,
+        ping_interval: float,
+    ) -> None:
+        self._first: dict[str, Any] | None = first
+        self._events = events
+        self._limiter = limiter
+        self._slot = slot
+        self._route = route
+        self._metrics = metrics
+        self._ping_interval = ping_interval
+        self._pending: asyncio.Future[dict[str, Any]] | None = None
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
         try:
-            yield first
+            if self._first is not None:
+                first, self._first = self._first, None
+                yield first
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(events))
-                done, _ = await asyncio.wait({pending}, timeout=self.ping_interval)
+                if self._pending is None:
+                    self._pending = asyncio.ensure_future(anext(self._events))
+                done, _ = await asyncio.wait({self._pending}, timeout=self._ping_interval)
                 if not done:
                     yield PING  # keep quiet connections alive through proxies
                     continue
-                task, pending = pending, None
+                task, self._pending = self._pending, None
                 try:
                     event = task.result()
                 except StopAsyncIteration:
                     break
                 yield event
-            record_call(limiter, self.metrics, route=route, kind="stream")
+            record_call(self._limiter, self._metrics, route=self._route, kind="stream")
         except BackendError as exc:
-            record_call(limiter, self.metrics, route=route, kind="stream", error=exc)
+            record_call(self._limiter, self._metrics, route=self._route, kind="stream", error=exc)
             raise
         finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._pending is not None and not self._pending.done():
+                self._pending.cancel()
                 with contextlib.suppress(BaseException):
-                    await pending
-            aclose = getattr(events, "aclose", None)
+                    await self._pending
+            aclose = getattr(self._events, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
-            await slot.__aexit__(None, None, None)
-
-    async def count_tokens(self, validated: ValidatedRequest) -> int:
-        backend, _ = self._route(validated)
-        return await backend.count_tokens(validated.model)
+        finally:
+            await self._slot.__aexit__(None, None, None)

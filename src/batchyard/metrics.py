@@ -60,7 +60,7 @@ class Histogram:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         for key, counts in sorted(self.counts.items()):
             running = 0
-            for bound, count in zip(self.buckets, counts):
+            for bound, count in zip(self.buckets, counts, strict=False):
                 running += count
                 lines.append(f"{self.name}_bucket{_render_labels(key, [('le', f'{bound:g}')])} {running}")
             running += counts[-1]

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse
 
-from support.server import ServerProcess
 from support.helpers import make_client, raw, simple_params, wait_for_end
+from support.server import ServerProcess
 
 BATCH_KEYS = [
     "id",

@@ -169,7 +169,7 @@ def test_batch_lines_get_the_same_messages_as_messages(client: anthropic.Anthrop
     chosen = [c for c in CASES if c[0] not in ("empty body",)][:24]
     with raw(server.url) as http:
         expected = {}
-        for i, (name, body, _, _) in enumerate(chosen):
+        for i, (_name, body, _, _) in enumerate(chosen):
             direct = http.post("/v1/messages", json=body).json()["error"]
             expected[f"case-{i}"] = direct
         created = http.post(

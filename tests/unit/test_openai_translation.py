@@ -16,8 +16,8 @@ from batchyard.backends.base import BackendError, GenerateRequest
 from batchyard.backends.openai import OpenAIBackend
 from batchyard.backends.openai_translate import StreamTranslator, from_chat_completion, to_chat_completion
 from batchyard.backends.upstream import UpstreamPool, error_from_response, retry_after_seconds
-from batchyard.routes import Route
 from batchyard.protocol.messages import MessageCreateRequest
+from batchyard.routes import Route
 
 WEATHER = {"name": "get_weather", "description": "Weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
 

@@ -9,9 +9,9 @@ import pytest
 
 from batchyard.backends.base import BackendError, GenerateRequest
 from batchyard.backends.simulator import SimulatorBackend, count_input_tokens, count_text_tokens, fake_from_schema
-from batchyard.routes import Route
 from batchyard.protocol.messages import MessageCreateRequest
 from batchyard.protocol.sse import message_events
+from batchyard.routes import Route
 
 
 def backend(**options: object) -> SimulatorBackend:

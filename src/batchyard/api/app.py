@@ -21,9 +21,9 @@ from ..store.database import SoleEngineLock
 from ..store.ratelimits import RateStore
 from . import batches as batch_routes
 from . import files as file_routes
-from . import observability
 from . import messages as message_routes
 from . import models as model_routes
+from . import observability
 from .auth import Auth
 from .middleware import ApiMiddleware
 from .ratelimit import SharedRequestLimiter

@@ -14,6 +14,8 @@ from ..protocol.errors import ApiError, invalid_request
 from ..protocol.jsonscan import JsonSyntaxError, loads_strict
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
+SPOOL_WRITE = 1024 * 1024  # bytes gathered before one write to the spool (done on a thread)
+OFF_LOOP_BYTES = 256 * 1024  # bodies larger than this are parsed and checked on a thread
 
 
 def too_large(limit: int) -> ApiError:
@@ -63,21 +65,30 @@ async def spool_body(request: Request, limit: int, idle_timeout: float) -> IO[by
     _check_declared(request, limit)
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
     size = 0
+    gathered: list[bytes] = []
+    waiting = 0
     try:
         async for chunk in chunks(request, idle_timeout):
             size += len(chunk)
             if size > limit:
                 raise too_large(limit)
-            spool.write(chunk)
+            gathered.append(chunk)
+            waiting += len(chunk)
+            if waiting >= SPOOL_WRITE:
+                # Past SPOOL_IN_MEMORY the spool is a file on disk: write it on a thread.
+                await asyncio.to_thread(spool.write, b"".join(gathered))
+                gathered, waiting = [], 0
+        if gathered:
+            spool.write(b"".join(gathered))
     except BaseException:
         spool.close()
         raise
     spool.seek(0)
-    return spool  # type: ignore[return-value]
+    return spool
 
 
-async def read_json(request: Request, limit: int, idle_timeout: float) -> Any:
-    """The body parsed as JSON, or the API's 400/408/413."""
+async def read_body(request: Request, limit: int, idle_timeout: float) -> bytes:
+    """The whole body (capped at ``limit``: 413), or the API's 408 for a stalled client."""
     _check_declared(request, limit)
     parts: list[bytes] = []
     size = 0
@@ -86,7 +97,17 @@ async def read_json(request: Request, limit: int, idle_timeout: float) -> Any:
         if size > limit:
             raise too_large(limit)
         parts.append(chunk)
-    data = b"".join(parts)
+    return b"".join(parts)
+
+
+async def read_json(request: Request, limit: int, idle_timeout: float) -> Any:
+    """The body parsed as JSON (on a thread when large), or the API's 400/408/413."""
+    data = await read_body(request, limit, idle_timeout)
+    return await asyncio.to_thread(parse_json, data) if len(data) > OFF_LOOP_BYTES else parse_json(data)
+
+
+def parse_json(data: bytes) -> Any:
+    """JSON as the API parses it; a syntax error is its 400."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..protocol import sse
 from ..protocol.errors import ApiError, error_envelope
-from .bodies import read_json
-from .responses import json_response, request_id_of
+from .bodies import OFF_LOOP_BYTES, parse_json, read_body
+from .responses import ClosingStreamingResponse, json_response, request_id_of
 from .state import services
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -21,8 +22,14 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 async def _validated(request: Request, *, count_tokens: bool = False) -> Any:
     svc = services(request)
-    body = await read_json(request, svc.settings.limits.max_message_bytes, svc.settings.limits.body_timeout)
-    validated = svc.messages.validate(body, request.scope["state"]["api_version"], count_tokens=count_tokens)
+    data = await read_body(request, svc.settings.limits.max_message_bytes, svc.settings.limits.body_timeout)
+    version = request.scope["state"]["api_version"]
+
+    def check() -> Any:
+        return svc.messages.validate(parse_json(data), version, count_tokens=count_tokens)
+
+    # A large body is CPU work to parse and check: off the event loop.
+    validated = await asyncio.to_thread(check) if len(data) > OFF_LOOP_BYTES else check()
     # file_id sources become the file's content, in the form the model's backend takes.
     backend = svc.router.backend_for(validated.model.model)
     return await svc.files.resolve(validated, request.scope["state"]["workspace_id"], backend)
@@ -34,12 +41,12 @@ async def create_message(request: Request) -> Response:
     if not validated.model.stream:
         return json_response(await svc.messages.create(validated))
     events = await svc.messages.stream(validated)
-    return StreamingResponse(
-        _sse(events, request_id_of(request)), media_type="text/event-stream", headers=SSE_HEADERS
+    return ClosingStreamingResponse(
+        _sse(events, request_id_of(request)), on_close=events.aclose, media_type="text/event-stream", headers=SSE_HEADERS
     )
 
 
-async def _sse(events: AsyncIterator[dict[str, Any]], request_id: str | None) -> AsyncIterator[bytes]:
+async def _sse(events: AsyncIterable[dict[str, Any]], request_id: str | None) -> AsyncIterator[bytes]:
     try:
         async for event in events:
             yield sse.encode(event)

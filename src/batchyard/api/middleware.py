@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..batches import ResultsGone
 from ..metrics import Metrics
 from ..protocol.errors import ApiError
 from ..protocol.ids import new_request_id
@@ -45,6 +47,10 @@ async def send_error(
 
 def _creates_a_batch(scope: Scope) -> bool:
     return scope.get("method") == "POST" and scope.get("path", "").rstrip("/") == "/v1/messages/batches"
+
+
+def _handler(scope: Scope) -> str:
+    return getattr(scope.get("endpoint"), "__name__", "unmatched")
 
 
 class ApiMiddleware:
@@ -97,9 +103,19 @@ class ApiMiddleware:
             for name, value in extra_headers.items():
                 exc.headers.setdefault(name, value)
             await fail(exc)
+        except ClientDisconnect:
+            # The client went away before its body was read (an aborted upload): its
+            # event, not ours; nothing was written, and no one is left to answer.
+            status = status or 499
+            if self.metrics is not None:
+                self.metrics.client_disconnects.inc(handler=_handler(scope))
+            log.info("client disconnected before its request was read", extra={"request_id": request_id})
         except Exception as exc:
             if status:
-                log.exception("error after the response started", extra={"request_id": request_id})
+                # The status line is out: all that is left is to cut the connection short
+                # (no final chunk), so the client cannot take a partial body for a whole one.
+                if not isinstance(exc, ResultsGone):
+                    log.exception("error after the response started", extra={"request_id": request_id})
                 return
             # A create that failed after its batch was stored must not be retried blindly
             # (the SDKs send no idempotency key), so a create's 5xx says: don't retry.
@@ -114,8 +130,7 @@ class ApiMiddleware:
             self._record(scope, status, time.perf_counter() - started_at, request_id)
 
     def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
-        endpoint = scope.get("endpoint")
-        handler = getattr(endpoint, "__name__", "unmatched")
+        handler = _handler(scope)
         if self.metrics is not None:
             self.metrics.http_requests.inc(handler=handler, status=str(status))
             self.metrics.http_latency.observe(seconds, handler=handler)

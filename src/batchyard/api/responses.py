@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ..protocol.errors import ApiError
 from .surfaces import Surface, surface_of
@@ -52,3 +54,19 @@ def error_response(exc: ApiError, request: Request) -> Response:
         media_type="application/json",
         headers=error_headers(exc),
     )
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that always runs ``on_close`` once it is done, however it ends:
+    also when the client left before the first chunk (then the body iterator was never
+    started, and its own ``finally`` never runs)."""
+
+    def __init__(self, content: Any, *, on_close: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()

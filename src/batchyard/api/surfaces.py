@@ -12,13 +12,13 @@ the ``openai`` SDK never does). Every other ``/v1`` path is Anthropic's.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
 
-class Surface(str, Enum):
+class Surface(StrEnum):
     ANTHROPIC = "anthropic"
     OPENAI = "openai"
 

@@ -143,7 +143,8 @@ def _normalized_delta(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stream_error(event: dict[str, Any]) -> BackendError:
-    error = event.get("error") if isinstance(event.get("error"), dict) else {}
-    kind = error.get("type") if error.get("type") in KNOWN_ERROR_TYPES else "api_error"
+    error: dict[str, Any] = event["error"] if isinstance(event.get("error"), dict) else {}
+    declared = error.get("type")
+    kind = declared if isinstance(declared, str) and declared in KNOWN_ERROR_TYPES else "api_error"
     status = STATUS_BY_TYPE.get(kind, 500)
     return BackendError(status, str(error.get("message") or "upstream stream failed"), error_type=kind)

@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ..routes import Route
 from ..protocol.errors import ApiError, error_type_for_status
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
 from ..protocol.responses import ServiceTier
+from ..routes import Route
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 

@@ -31,10 +31,10 @@ import aiohttp
 import orjson
 from pydantic import Field
 
-from ..routes import Route
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
 from ..protocol.models import capabilities as model_capabilities
 from ..protocol.sse import accumulate
+from ..routes import Route
 from .base import Backend, BackendError, BackendOptions, GenerateRequest
 from .openai_translate import StreamTranslator, from_chat_completion, to_chat_completion
 
@@ -326,7 +326,7 @@ class LlamaCppBackend(Backend):
                 f"{self.address}/tokenize", data=orjson.dumps({"content": templated["prompt"]})
             ) as response:
                 tokens = orjson.loads(await response.read())["tokens"]
-        except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise BackendError(500, f"the local model could not count tokens: {type(exc).__name__}") from None
         return len(tokens)
 

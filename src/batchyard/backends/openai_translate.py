@@ -424,7 +424,7 @@ class StreamTranslator:
             if self.block is not None and self.block.kind == "tool_use":
                 self._check_arguments()
             name = function.get("name") or ""
-            block = {"type": "tool_use", "id": _tool_id(call.get("id")), "name": name, "input": {}}
+            block: dict[str, Any] = {"type": "tool_use", "id": _tool_id(call.get("id")), "name": name, "input": {}}
             self.saw_tool = True
             yield from self._open("tool_use", block, position)
             yield self._delta({"type": "input_json_delta", "partial_json": ""})

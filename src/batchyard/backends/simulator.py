@@ -28,7 +28,6 @@ import orjson
 from pydantic import Field, field_validator
 
 from ..protocol import responses
-from ..protocol.models import capabilities as model_capabilities
 from ..protocol.ids import new_tool_use_id
 from ..protocol.messages import (
     CountTokensRequest,
@@ -41,6 +40,7 @@ from ..protocol.messages import (
     ToolChoiceTool,
     ToolResultBlock,
 )
+from ..protocol.models import capabilities as model_capabilities
 from ..protocol.sse import message_events
 from .base import Backend, BackendError, BackendOptions, GenerateRequest
 
@@ -220,7 +220,7 @@ def fake_from_schema(schema: Any, rng: random.Random, depth: int = 0) -> Any:
     if not isinstance(kind, str):
         kind = "object" if isinstance(schema.get("properties"), dict) else "string"
     if kind == "object":
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        properties = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
         required = [r for r in schema.get("required") or [] if isinstance(r, str)] if isinstance(schema.get("required"), list) else []
         value: dict[str, Any] = {}
         for name, sub in list(properties.items())[:50]:
@@ -231,11 +231,11 @@ def fake_from_schema(schema: Any, rng: random.Random, depth: int = 0) -> Any:
                 value[name] = rng.choice(_WORDS)
         return value
     if kind == "array":
-        low = int(min(max(_number(schema.get("minItems"), 1), 0), 5))
-        high = int(min(max(_number(schema.get("maxItems"), low + 2), low), low + 3))
-        return [fake_from_schema(schema.get("items", {}), rng, depth + 1) for _ in range(rng.randint(low, high))]
+        fewest = int(min(max(_number(schema.get("minItems"), 1), 0), 5))
+        most = int(min(max(_number(schema.get("maxItems"), fewest + 2), fewest), fewest + 3))
+        return [fake_from_schema(schema.get("items", {}), rng, depth + 1) for _ in range(rng.randint(fewest, most))]
     if kind in ("integer", "number"):
-        step = 1 if kind == "integer" else 0.01
+        step = 1.0 if kind == "integer" else 0.01
         low = _number(schema.get("minimum"), _number(schema.get("exclusiveMinimum"), -step) + step)
         high = _number(schema.get("maximum"), _number(schema.get("exclusiveMaximum"), low + 100 + step) - step)
         high = max(high, low)
@@ -259,11 +259,14 @@ def fake_from_schema(schema: Any, rng: random.Random, depth: int = 0) -> Any:
 # -- the backend -----------------------------------------------------------------------
 
 
+DEFAULT_FAULTS: tuple[FaultType, ...] = ("api_error", "overloaded_error")
+
+
 class SimulatorOptions(BackendOptions):
     latency_ms: float | tuple[float, float] = 0.0
     token_latency_ms: float = Field(default=0.0, ge=0)
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    error_types: list[FaultType] = Field(default_factory=lambda: ["api_error", "overloaded_error"], min_length=1)
+    error_types: list[FaultType] = Field(default_factory=lambda: list(DEFAULT_FAULTS), min_length=1)
     retry_after: float | None = Field(default=None, ge=0)  # sent with simulated rate limits
     stream_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int | None = None

@@ -32,7 +32,7 @@ from ..metrics import Metrics
 from ..outcomes import Report
 from ..protocol.errors import ApiError, invalid_request
 from ..protocol.jsonscan import JsonSyntaxError, loads_strict
-from ..protocol.messages import ValidatedRequest, validate_message_request
+from ..protocol.messages import MessageCreateRequest, ValidatedRequest, validate_message_request
 from ..store.batches import Attempt, ClaimedRequest
 from ..store.database import is_database_outage
 from ..store.notify import Notifier
@@ -126,11 +126,11 @@ class Engine:
         finished, and hand the rest back to the queue untouched."""
         self._stopping = True
         self._wake.set()
-        running = self.inflight.tasks()
-        if running:
-            await asyncio.wait(running, timeout=self.settings.shutdown_grace)
-        for attempt in self.inflight:
-            attempt.stop("shutdown")
+        busy = self.inflight.tasks()
+        if busy:
+            await asyncio.wait(busy, timeout=self.settings.shutdown_grace)
+        for running in self.inflight:
+            running.stop("shutdown")
         leftover_tasks = self.inflight.tasks()
         if leftover_tasks:
             await asyncio.wait(leftover_tasks, timeout=5)
@@ -232,7 +232,7 @@ class Engine:
         ]  # held (and renewed) from now on
         # Parsing and validating a chunk of params is CPU work: off the event loop.
         prepared = await asyncio.to_thread(self._prepare, claimed)
-        for running, ready in zip(entries, prepared):
+        for running, ready in zip(entries, prepared, strict=True):
             running.task = asyncio.create_task(self._run(running, ready))
 
     def _prepare(self, claimed: Sequence[ClaimedRequest]) -> list[Prepared]:
@@ -291,13 +291,15 @@ class Engine:
                     raise
                 unavailable = ApiError("api_error", "The file store is unavailable", status=503)
                 return Report.failed(request, unavailable, route.max_attempts, route.id)
+        model = validated.model
+        assert isinstance(model, MessageCreateRequest)
         async with limiter.slot(interactive=False, group=request.batch_id):
             if self.cancels.is_canceling(request.batch_id):
                 return Report.canceled(request)
             try:
                 message = await measured_create(
                     backend,
-                    GenerateRequest(validated.model, validated.body, request.api_version, service_tier="batch"),
+                    GenerateRequest(model, validated.body, request.api_version, service_tier="batch"),
                     limiter,
                     self.metrics,
                     kind="batch",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import orjson
 
@@ -93,7 +93,7 @@ class BatchBodyReader:
     only at the end of the stream.
     """
 
-    def __init__(self, stream: BinaryIO, max_requests: int) -> None:
+    def __init__(self, stream: IO[bytes], max_requests: int) -> None:
         self._json = JsonStream(stream)
         self._max_requests = max_requests
         self._count = 0

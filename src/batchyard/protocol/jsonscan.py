@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import codecs
 import json
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 _WHITESPACE = " \t\n\r"
 _READ_SIZE = 1 << 20
@@ -48,7 +48,7 @@ def loads_strict(data: bytes | str) -> Any:
 class JsonStream:
     """A cursor over a JSON text read from a binary stream in windows."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self._buf = ""

@@ -12,7 +12,7 @@ API's own paths do (``messages.5.content.0.text.cache_control``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
@@ -122,9 +122,15 @@ class PlainTextSource(_Model):
 ContentSourceItem = Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]
 
 
+if TYPE_CHECKING:  # what the validating annotations below mean, for the type checker
+    SourceContent = str | list[TextBlock | ImageBlock]
+else:
+    SourceContent = _string_or_blocks(ContentSourceItem)
+
+
 class ContentBlockSource(_Model):
     type: Literal["content"]
-    content: _string_or_blocks(ContentSourceItem)
+    content: SourceContent
 
 
 DocumentSource = Annotated[
@@ -188,10 +194,16 @@ ToolResultItem = Annotated[
 ]
 
 
+if TYPE_CHECKING:
+    ToolResultContent = str | list[Any]
+else:
+    ToolResultContent = _string_or_blocks(ToolResultItem)
+
+
 class ToolResultBlock(_Model):
     type: Literal["tool_result"]
     tool_use_id: str = Field(pattern=r"^[a-zA-Z0-9_-]+$")
-    content: _string_or_blocks(ToolResultItem) | None = None
+    content: ToolResultContent | None = None
     is_error: bool | None = None
     cache_control: CacheControl | None = None
     toolset_name: str | None = None
@@ -272,9 +284,17 @@ ContentBlock = Annotated[
 ]
 
 
+if TYPE_CHECKING:
+    MessageContent = str | list[Any]
+    SystemPrompt = str | list[TextBlock]
+else:
+    MessageContent = _string_or_blocks(ContentBlock)
+    SystemPrompt = _string_or_blocks(TextBlock)
+
+
 class InputMessage(_Model):
     role: Literal["user", "assistant", "system"]
-    content: _string_or_blocks(ContentBlock)
+    content: MessageContent
 
     @model_validator(mode="after")
     def _system_is_text(self) -> InputMessage:
@@ -443,7 +463,7 @@ class CountTokensRequest(_Model):
     model: str = Field(min_length=1, max_length=256)
     cache_control: CacheControl | None = None
     output_config: OutputConfig | None = None
-    system: _string_or_blocks(TextBlock) | None = None
+    system: SystemPrompt | None = None
     thinking: Thinking | None = None
     tool_choice: ToolChoice | None = None
     tools: list[Tool] | None = None
@@ -463,7 +483,7 @@ class MessageCreateRequest(_Model):
     speed: Literal["standard", "fast"] | None = None
     stop_sequences: list[str] | None = None
     stream: bool | None = None
-    system: _string_or_blocks(TextBlock) | None = None
+    system: SystemPrompt | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     thinking: Thinking | None = None
     tool_choice: ToolChoice | None = None

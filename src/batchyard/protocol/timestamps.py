@@ -7,7 +7,7 @@ The wire form copies the real service: microseconds and a ``+00:00`` offset, e.g
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MICROS_PER_SECOND = 1_000_000
 
@@ -20,7 +20,7 @@ def to_rfc3339(micros: int | None) -> str | None:
     if micros is None:
         return None
     seconds, rem = divmod(micros, MICROS_PER_SECOND)
-    dt = datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=rem)
+    dt = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rem)
     return dt.isoformat(timespec="microseconds")
 
 

@@ -23,7 +23,6 @@ from sqlalchemy import (
     LargeBinary,
     SmallInteger,
     String,
-    bindparam,
     case,
     column,
     delete,
@@ -33,7 +32,6 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
-    tuple_,
     update,
     values,
 )
@@ -320,10 +318,10 @@ class BatchStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         has_more = len(rows) > limit
-        rows = rows[:limit]
+        page = list(rows[:limit])
         if backwards:
-            rows.reverse()
-        return [BatchRecord.from_row(r) for r in rows], has_more
+            page.reverse()
+        return [BatchRecord.from_row(r) for r in page], has_more
 
     async def cancel_batch(self, batch_id: str, workspace_id: str, now: int) -> BatchRecord | None:
         """Move an in-progress batch to canceling; return the batch as it now stands."""
@@ -358,15 +356,42 @@ class BatchStore:
             return "deleted"
 
     async def result_rows(
-        self, batch_id: str, after_idx: int, limit: int, states: Sequence[RequestState] | None = None
+        self,
+        batch_id: str,
+        after_idx: int,
+        limit: int,
+        states: Sequence[RequestState] | None = None,
+        *,
+        max_bytes: int | None = None,
     ) -> list[ResultRow]:
         """One page of a batch's rows after ``after_idx``, in submission order: all of them
-        (streaming the results out), or only those in ``states`` (the console's viewer)."""
-        query = select(R.c.idx, R.c.custom_id, R.c.state, R.c.result).where(R.c.batch_id == batch_id, R.c.idx > after_idx)
+        (streaming the results out), or only those in ``states`` (the console's viewer).
+        With ``max_bytes`` the page also stops before its results pass that many bytes
+        (always at least one row): a page of large results is never held whole."""
+        where = [R.c.batch_id == batch_id, R.c.idx > after_idx]
         if states is not None:
-            query = query.where(R.c.state.in_([int(s) for s in states]))
+            where.append(R.c.state.in_([int(s) for s in states]))
         async with self.db.read() as conn:
-            return [ResultRow(*row) for row in await conn.execute(query.order_by(R.c.idx).limit(limit))]
+            if max_bytes is not None:
+                sizes = (
+                    await conn.execute(
+                        select(R.c.idx, func.coalesce(func.length(R.c.result), 0))
+                        .where(*where)
+                        .order_by(R.c.idx)
+                        .limit(limit)
+                    )
+                ).all()
+                if not sizes:
+                    return []
+                total, last = 0, sizes[0][0]
+                for idx, size in sizes:
+                    total += size
+                    if total > max_bytes and idx != sizes[0][0]:
+                        break
+                    last = idx
+                where.append(R.c.idx <= last)
+            query = select(R.c.idx, R.c.custom_id, R.c.state, R.c.result).where(*where).order_by(R.c.idx).limit(limit)
+            return [ResultRow(*row) for row in await conn.execute(query)]
 
     # -- the work queue ----------------------------------------------------------------
 
@@ -745,6 +770,6 @@ class BatchStore:
             batches = {status: n for status, n in await conn.execute(
                 select(B.c.processing_status, func.count()).group_by(B.c.processing_status)
             )}
-        for name, n in zip(("succeeded", "errored", "canceled", "expired"), ended):
+        for name, n in zip(("succeeded", "errored", "canceled", "expired"), ended, strict=True):
             by_state[name] += int(n)
         return QueueFigures(by_state, by_state["pending"], batches)

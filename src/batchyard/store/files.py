@@ -17,6 +17,7 @@ leaves an UPLOADING row that nothing shows, and ``abandoned`` finds it for the s
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -231,10 +232,10 @@ class FileStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         has_more = len(rows) > limit
-        rows = rows[:limit]
+        page = list(rows[:limit])
         if backwards:
-            rows.reverse()
-        return [FileRecord.from_row(r) for r in rows], has_more
+            page.reverse()
+        return [FileRecord.from_row(r) for r in page], has_more
 
     async def hide(self, workspace_id: str, file_id: str) -> FileRecord | None:
         """The first step of a delete: the file leaves every listing and lookup at once
@@ -265,7 +266,7 @@ class FileStore:
 
     # -- sweeps ------------------------------------------------------------------------
 
-    async def abandoned(self, touched_before: int, limit: int = 100) -> list[str]:
+    async def abandoned(self, touched_before: int, limit: int = 100) -> builtins.list[str]:
         """Uploads (and deletes) nobody has advanced since ``touched_before``."""
         query = (
             select(F.c.id)
@@ -276,7 +277,7 @@ class FileStore:
         async with self.db.read() as conn:
             return [r.id for r in await conn.execute(query)]
 
-    async def due_to_expire(self, now: int, limit: int = 100) -> list[str]:
+    async def due_to_expire(self, now: int, limit: int = 100) -> builtins.list[str]:
         query = (
             select(F.c.id)
             .where(F.c.state == FileState.READY, F.c.expires_at.is_not(None), F.c.expires_at <= now)

@@ -29,7 +29,7 @@ class KeyRecord:
 
     @classmethod
     def from_row(cls, row: Any) -> KeyRecord:
-        return cls(**row._mapping)
+        return cls(*row) if isinstance(row, tuple) else cls(**row._mapping)
 
 
 _KEY_COLUMNS = [
@@ -66,6 +66,8 @@ class KeyStore:
                     id=key_id, workspace_id=workspace_id, name=name, prefix=prefix, secret_hash=secret_hash, created_at=now
                 )
             )
+            if self.db.is_postgres:  # every server reads its key set again when this commits
+                await conn.execute(select(func.pg_notify(CHANNEL, f"keys-changed:{key_id}")))
 
     async def list_keys(self) -> list[KeyRecord]:
         query = select(*_KEY_COLUMNS).select_from(K.join(W, W.c.id == K.c.workspace_id)).order_by(K.c.created_at)
@@ -86,15 +88,13 @@ class KeyStore:
                 return True
             return (await conn.execute(select(K.c.id).where(K.c.id == key_id))).first() is not None
 
-    async def find(self, secret_hash: str) -> KeyRecord | None:
-        query = (
-            select(*_KEY_COLUMNS)
-            .select_from(K.join(W, W.c.id == K.c.workspace_id))
-            .where(K.c.secret_hash == secret_hash)
-        )
+    async def all_keys(self) -> list[tuple[str, KeyRecord]]:
+        """Every key (disabled ones too: once any key exists, keys are required), with its
+        secret's hash."""
+        query = select(K.c.secret_hash, *_KEY_COLUMNS).select_from(K.join(W, W.c.id == K.c.workspace_id))
         async with self.db.read() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else KeyRecord.from_row(row)
+            rows = (await conn.execute(query)).all()
+        return [(row.secret_hash, KeyRecord.from_row(row[1:])) for row in rows]
 
     async def count(self) -> int:
         async with self.db.read() as conn:

@@ -8,8 +8,8 @@ from enum import IntEnum
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Float,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
