@@ -26,6 +26,11 @@ latency_ms = 300
 max_concurrency = 2
 
 [[models]]
+id = "second-model"
+backend = "simulator"
+latency_ms = 1000
+
+[[models]]
 id = "flaky-model"
 backend = "simulator"
 error_rate = 0.5

@@ -73,11 +73,16 @@ class ClaimBudget:
     room: dict[int, int]
     route_of: Callable[[str | None], int | None]
     suspects: int = 1
+    any_unbounded: bool = True  # some route (or a request naming none) has no bound
 
     @classmethod
     def unbounded(cls, want: int) -> ClaimBudget:
         """Up to ``want`` requests, whatever their routes (tools and tests)."""
         return cls(want, {}, lambda _model: None)
+
+    def window(self) -> int:
+        """How many ready requests are worth looking at first."""
+        return self.want if self.any_unbounded else min(self.want, max(1, sum(self.room.values())))
 
     def fits(self, model: str | None) -> bool:
         route = self.route_of(model)
@@ -303,7 +308,7 @@ class Batches:
         Returns their positions, and the models of the ones that did not fit."""
         picked: builtins.list[int] = []
         refused: set[str | None] = set()
-        after, window = -1, PEEK_FIRST
+        after, window = -1, max(PEEK_FIRST, budget.window())
         while len(picked) < share and budget.want > 0:
             limit = min(window, share - len(picked))
             rows = await self.store.peek_ready(batch_id, limit, after)

@@ -104,6 +104,14 @@ class ServerProcess:
             self.proc.wait()
             raise RuntimeError(f"server did not stop on SIGTERM:\n{self.log()}") from None
 
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """The exit status of a process expected to stop on its own."""
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)

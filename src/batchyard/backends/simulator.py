@@ -10,7 +10,8 @@ tokenizer used for ``usage`` and ``count_tokens`` alike.
 
 Route options: ``latency_ms`` (a number or ``[min, max]``) before the reply,
 ``token_latency_ms`` between streamed tokens, ``error_rate`` (0..1) with
-``error_types``, and ``stream_error_rate`` for failures after a stream has started.
+``error_types``, ``stream_error_rate`` for failures after a stream has started, and
+``crash_marker`` (a request containing it kills the server process, for testing).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import base64
 import hashlib
 import math
+import os
 import random
 import re
 from collections.abc import AsyncIterator
@@ -270,6 +272,9 @@ class SimulatorOptions(BackendOptions):
     retry_after: float | None = Field(default=None, ge=0)  # sent with simulated rate limits
     stream_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int | None = None
+    # A request whose last user text contains this string kills the whole process, as a
+    # line that crashes its worker would: for testing supervision and poison-line handling.
+    crash_marker: str | None = Field(default=None, min_length=1)
 
     @field_validator("latency_ms")
     @classmethod
@@ -396,7 +401,13 @@ class SimulatorBackend(Backend):
             return self._faults.uniform(*value) / 1000
         return value / 1000
 
+    def _maybe_crash(self, req: GenerateRequest) -> None:
+        marker = self.options.crash_marker
+        if marker is not None and marker in _last_user_text(req.request):
+            os._exit(70)  # no cleanup, no goodbye: what a segfault in a model looks like
+
     async def create(self, req: GenerateRequest) -> dict[str, Any]:
+        self._maybe_crash(req)
         delay = self._latency()
         message = self.generate(req)
         delay += self.options.token_latency_ms * message["usage"]["output_tokens"] / 1000
@@ -406,6 +417,7 @@ class SimulatorBackend(Backend):
         return message
 
     async def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+        self._maybe_crash(req)
         delay = self._latency()
         if delay > 0:
             await asyncio.sleep(delay)

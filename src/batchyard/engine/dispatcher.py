@@ -178,7 +178,7 @@ class Engine:
                 # left waits for room on its routes, which finished requests make.
                 self._drained = claimed is None
                 if claimed:
-                    await self._start(claimed)
+                    self._start(claimed)
                     if len(claimed) == want:
                         await asyncio.sleep(0)
                         continue
@@ -209,7 +209,10 @@ class Engine:
             if limiter.limit is not None
         }
         want = min(self.settings.concurrency - len(self.inflight), self.settings.claim_chunk)
-        return ClaimBudget(max(0, want), room, self._route_of, suspects=0 if self.inflight.suspects else 1)
+        unbounded = any(limiter.limit is None for limiter in self.limiters.values())
+        return ClaimBudget(
+            max(0, want), room, self._route_of, suspects=0 if self.inflight.suspects else 1, any_unbounded=unbounded
+        )
 
     def _worth_claiming(self, budget: ClaimBudget) -> bool:
         """Claim in chunks (fewer, larger transactions) unless the engine is idle."""
@@ -224,16 +227,23 @@ class Engine:
             free >= max(1, (self.limiters[index].limit or 1) // 2) for index, free in budget.room.items()
         )
 
-    async def _start(self, claimed: list[ClaimedRequest]) -> None:
+    def _start(self, claimed: list[ClaimedRequest]) -> None:
+        """Hold the claimed attempts (renewed from now on) and start them once their params
+        are parsed and checked, on a thread (CPU work, off the event loop); meanwhile the
+        dispatcher goes on claiming."""
         isolate_after = self.batches.policy.isolate_after
         entries = [
             self.inflight.add(request, self._route_of(request.model), request.lease_losses >= isolate_after)
             for request in claimed
-        ]  # held (and renewed) from now on
-        # Parsing and validating a chunk of params is CPU work: off the event loop.
-        prepared = await asyncio.to_thread(self._prepare, claimed)
-        for running, ready in zip(entries, prepared, strict=True):
-            running.task = asyncio.create_task(self._run(running, ready))
+        ]
+
+        async def prepare_and_run() -> None:
+            prepared = await asyncio.to_thread(self._prepare, claimed)
+            for running, ready in zip(entries, prepared, strict=True):
+                if running.request.attempt in self.inflight:  # not lost meanwhile
+                    running.task = asyncio.create_task(self._run(running, ready))
+
+        self._spawn_upkeep(prepare_and_run())
 
     def _prepare(self, claimed: Sequence[ClaimedRequest]) -> list[Prepared]:
         return [self._prepare_one(request) for request in claimed]

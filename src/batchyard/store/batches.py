@@ -20,11 +20,8 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Integer,
-    LargeBinary,
-    SmallInteger,
-    String,
-    case,
-    column,
+    any_,
+    bindparam,
     delete,
     exists,
     func,
@@ -33,8 +30,8 @@ from sqlalchemy import (
     literal_column,
     select,
     update,
-    values,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..protocol.batch_create import BatchLine
@@ -64,37 +61,39 @@ Attempt = tuple[str, int, int]  # (batch id, index, attempt number): one claim o
 # times against this one clock, so hosts whose clocks differ neither steal live leases nor
 # keep dead ones. (SQLite is embedded: its clock is the host's.)
 _PG_NOW = literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)", BigInteger)
-_NO_RESULT = b""  # a result "absent" inside a VALUES list (a literal NULL would change the SQL text)
 
 
-def _padded(rows: list[tuple[Any, ...]], filler: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    """Rows padded to a power of two with rows that match nothing, so a handful of SQL
-    texts serve every batch size (compiled and prepared once each)."""
-    size = 1
-    while size < len(rows):
-        size *= 2
-    return rows + [filler] * (size - len(rows))
-
-
-def _attempts_cte(rows: list[Attempt]) -> Any:
-    """``v(b, i, a)``: the attempts a write is fenced by."""
+def _fence() -> tuple[Any, ...]:
+    """The fence of every write by a lease holder: the request is still running, under this
+    owner (``o``) and this attempt (``a``). A stale worker's write matches no row."""
     return (
-        values(column("b", String), column("i", Integer), column("a", Integer), name="v")
-        .data(_padded(rows, ("", -1, -1)))
-        .cte("v")
-    )
-
-
-def _held_by(v: Any, owner: str) -> tuple[Any, ...]:
-    """The fence of every write by a lease holder: the request is still running, under
-    this owner and this attempt. A stale worker's write matches no row."""
-    return (
-        R.c.batch_id == v.c.b,
-        R.c.idx == v.c.i,
-        R.c.attempts == v.c.a,
-        R.c.lease_owner == owner,
+        R.c.batch_id == bindparam("b"),
+        R.c.idx == bindparam("i"),
+        R.c.attempts == bindparam("a"),
+        R.c.lease_owner == bindparam("o"),
         R.c.state == RequestState.RUNNING,
     )
+
+
+async def _still_held(store: BatchStore, conn: AsyncConnection, owner: str, attempts: Sequence[Attempt]) -> set[Attempt]:
+    """Which of these attempts still hold their lease (locking their rows on PostgreSQL,
+    so the write that follows in this transaction cannot be overtaken)."""
+    by_batch: dict[str, list[int]] = {}
+    for batch_id, idx, _ in attempts:
+        by_batch.setdefault(batch_id, []).append(idx)
+    held: set[Attempt] = set()
+    for batch_id, idxs in by_batch.items():
+        query = select(R.c.batch_id, R.c.idx, R.c.attempts).where(
+            R.c.batch_id == batch_id,
+            *store._among(idxs),
+            R.c.lease_owner == owner,
+            R.c.state == RequestState.RUNNING,
+        )
+        if store.db.is_postgres:
+            query = query.with_for_update()
+        held.update((row.batch_id, row.idx, row.attempts) for row in await conn.execute(query))
+    return {a for a in attempts if a in held}
+
 
 @dataclass(slots=True)
 class BatchRecord:
@@ -240,6 +239,15 @@ class BatchStore:
     def __init__(self, db: Database, clock: Callable[[], int] = now_us) -> None:
         self.db = db
         self.clock = clock  # the host's clock (microseconds); tests may set their own
+
+    def _among(self, idxs: Sequence[int]) -> tuple[Any, ...]:
+        """``idx`` is one of these: bounded as a range (so the index scan is narrow), then as
+        one array parameter on PostgreSQL (one prepared statement for any count) or an
+        expanding IN list on SQLite."""
+        bounds = (R.c.idx >= min(idxs), R.c.idx <= max(idxs))
+        if self.db.is_postgres:
+            return (*bounds, R.c.idx == any_(bindparam("idxs", list(idxs), type_=ARRAY(Integer))))
+        return (*bounds, R.c.idx.in_(list(idxs)))
 
     def _db_now(self) -> Any:
         """Now, on the clock leases are compared against (see ``_PG_NOW``)."""
@@ -440,7 +448,7 @@ class BatchStore:
             select(R.c.batch_id, R.c.idx)
             .where(
                 R.c.batch_id == batch.id,
-                R.c.idx.in_(list(idxs)),
+                *self._among(idxs),
                 R.c.state == RequestState.PENDING,
                 R.c.next_attempt_at <= now,
             )
@@ -487,30 +495,27 @@ class BatchStore:
         """Extend the leases of running attempts; return those whose fence failed."""
         if not held:
             return []
-        v = _attempts_cte(list(held))
-        statement = (
-            update(R)
-            .where(*_held_by(v, owner))
-            .values(lease_expires_at=self._db_now() + lease_us)
-            .returning(R.c.batch_id, R.c.idx, R.c.attempts)
-        )
         async with self.db.write() as conn:
-            renewed = {tuple(row) for row in await conn.execute(statement)}
-        return [a for a in held if a not in renewed]
+            renewing = await _still_held(self, conn, owner, held)
+            if renewing:
+                await conn.execute(
+                    update(R).where(*_fence()).values(lease_expires_at=self._db_now() + lease_us),
+                    [{"b": b, "i": i, "a": a, "o": owner} for b, i, a in renewing],
+                )
+        return [a for a in held if a not in renewing]
 
     async def release(self, owner: str, held: Sequence[Attempt]) -> None:
         """Give claimed requests back to the queue untouched (a clean shutdown): they are
         claimable at once, and the attempt they were charged is refunded."""
         if not held:
             return
-        v = _attempts_cte(list(held))
         statement = (
             update(R)
-            .where(*_held_by(v, owner))
+            .where(*_fence())
             .values(state=RequestState.PENDING, lease_owner=None, lease_expires_at=None, attempts=R.c.attempts - 1)
         )
         async with self.db.write() as conn:
-            await conn.execute(statement)
+            await conn.execute(statement, [{"b": b, "i": i, "a": a, "o": owner} for b, i, a in held])
 
     async def finish(self, owner: str, outcomes: Sequence[FinishedRequest]) -> Finished:
         """Write outcomes of leased requests, each fenced by its attempt; end every batch
@@ -518,42 +523,42 @@ class BatchStore:
         if not outcomes:
             return Finished()
         batch_ids = sorted({o.batch_id for o in outcomes})
-        rows = [
-            (o.batch_id, o.idx, o.attempts, int(o.state), _NO_RESULT if o.result is None else o.result, o.retry_delay_us)
-            for o in outcomes
-        ]
-        v = (
-            values(
-                column("b", String),
-                column("i", Integer),
-                column("a", Integer),
-                column("st", SmallInteger),
-                column("res", LargeBinary),
-                column("delay", BigInteger),
-                name="v",
-            )
-            .data(_padded(rows, ("", -1, -1, 0, _NO_RESULT, 0)))
-            .cte("v")
-        )
-        now = self._db_now()
+        now = self.clock()
         statement = (
             update(R)
-            .where(*_held_by(v, owner))
+            .where(*_fence())
             .values(
-                state=v.c.st,
-                result=func.nullif(v.c.res, literal(_NO_RESULT, LargeBinary)),
-                finished_at=case((v.c.st == int(RequestState.PENDING), None), else_=literal(self.clock(), BigInteger)),
-                next_attempt_at=now + v.c.delay,
+                state=bindparam("state"),
+                result=bindparam("result"),
+                finished_at=bindparam("finished"),
+                next_attempt_at=self._db_now() + bindparam("delay", type_=BigInteger),
                 lease_owner=None,
                 lease_expires_at=None,
             )
-            .returning(R.c.batch_id, R.c.idx, R.c.attempts)
         )
         async with self.db.write() as conn:
             await self._lock_batches(conn, batch_ids)
-            written = {tuple(row) for row in await conn.execute(statement)}
-            ended = [b for b in batch_ids if await self._finalize_if_done(conn, b, self.clock())]
-        return Finished(ended, [o.attempt for o in outcomes if o.attempt not in written])
+            held = await _still_held(self, conn, owner, [o.attempt for o in outcomes])
+            writing = [o for o in outcomes if o.attempt in held]
+            if writing:
+                await conn.execute(
+                    statement,
+                    [
+                        {
+                            "b": o.batch_id,
+                            "i": o.idx,
+                            "a": o.attempts,
+                            "o": owner,
+                            "state": int(o.state),
+                            "result": o.result,
+                            "finished": None if o.state == RequestState.PENDING else now,
+                            "delay": o.retry_delay_us,
+                        }
+                        for o in writing
+                    ],
+                )
+            ended = [b for b in batch_ids if await self._finalize_if_done(conn, b, now)]
+        return Finished(ended, [o.attempt for o in outcomes if o.attempt not in held])
 
     async def _lock_batches(self, conn: AsyncConnection, batch_ids: Sequence[str]) -> None:
         """Serialize finishers of the same batch (PostgreSQL); SQLite has one writer anyway."""
@@ -628,39 +633,34 @@ class BatchStore:
                 decisions = [decide(LostLease(r.batch_id, r.idx, r.attempts, r.lease_losses + 1)) for r in found]
                 batch_ids = sorted({d.batch_id for d in decisions})
                 await self._lock_batches(conn, batch_ids)
-                rows = [
-                    (d.batch_id, d.idx, d.attempts, int(d.state), _NO_RESULT if d.result is None else d.result)
-                    for d in decisions
-                ]
-                v = (
-                    values(
-                        column("b", String),
-                        column("i", Integer),
-                        column("a", Integer),
-                        column("st", SmallInteger),
-                        column("res", LargeBinary),
-                        name="v",
-                    )
-                    .data(_padded(rows, ("", -1, -1, 0, _NO_RESULT)))
-                    .cte("v")
-                )
                 now = self.clock()
                 await conn.execute(
                     update(R)
                     .where(
-                        R.c.batch_id == v.c.b,
-                        R.c.idx == v.c.i,
-                        R.c.attempts == v.c.a,
+                        R.c.batch_id == bindparam("b"),
+                        R.c.idx == bindparam("i"),
+                        R.c.attempts == bindparam("a"),
                         R.c.state == RequestState.RUNNING,
                     )
                     .values(
-                        state=v.c.st,
-                        result=func.nullif(v.c.res, literal(_NO_RESULT, LargeBinary)),
-                        finished_at=case((v.c.st == int(RequestState.PENDING), None), else_=literal(now, BigInteger)),
+                        state=bindparam("state"),
+                        result=bindparam("result"),
+                        finished_at=bindparam("finished"),
                         lease_losses=R.c.lease_losses + 1,
                         lease_owner=None,
                         lease_expires_at=None,
-                    )
+                    ),
+                    [
+                        {
+                            "b": d.batch_id,
+                            "i": d.idx,
+                            "a": d.attempts,
+                            "state": int(d.state),
+                            "result": d.result,
+                            "finished": None if d.state == RequestState.PENDING else now,
+                        }
+                        for d in decisions
+                    ],
                 )
                 closed = sorted({d.batch_id for d in decisions if d.state != RequestState.PENDING})
                 done.requeued += sum(1 for d in decisions if d.state == RequestState.PENDING)
