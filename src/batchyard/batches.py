@@ -40,7 +40,6 @@ from .store.schema import RequestState
 
 log = logging.getLogger("batchyard.batches")
 
-DEFAULT_WORKSPACE = "default"
 INGEST_CHUNK = 2000
 RESULTS_PAGE = 2000
 RESULTS_PAGE_BYTES = 8 * 1024 * 1024

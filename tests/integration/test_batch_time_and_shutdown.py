@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from support.databases import BACKENDS, dispose, new_database, query
-from support.helpers import make_client, raw, simple_params, wait_for_end
+from support.helpers import finished_rows, make_client, raw, simple_params, wait_for_end, wait_until
 from support.server import ServerProcess
 
 SHORT_TIMES = """
@@ -122,7 +122,7 @@ def test_sigterm_leaves_work_resumable_and_nothing_twice(tmp_path: Path, fresh_d
     batch = client.messages.batches.create(
         requests=[{"custom_id": f"t{i}", "params": simple_params(f"t {i}")} for i in range(40)]
     )
-    time.sleep(1.0)  # some finished, some in flight, most pending
+    wait_until(lambda: finished_rows(fresh_database_url, batch.id) >= 1, what="the first results")
     started = time.monotonic()
     assert proc.stop() == 0
     assert time.monotonic() - started < 10

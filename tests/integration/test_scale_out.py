@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from support.databases import create_postgres_database, drop_postgres_database, query
-from support.helpers import make_client, raw, simple_params, wait_for_end
+from support.helpers import finished_rows, make_client, raw, simple_params, wait_for_end, wait_until
 from support.pgproxy import CountingProxy
 from support.server import ServerProcess
 
@@ -137,7 +137,7 @@ def test_cancel_reaches_every_worker_within_a_second(cluster: Cluster) -> None:
     batch = client.messages.batches.create(
         requests=[{"custom_id": f"c{i}", "params": simple_params(f"cancel {i}", model="slow-model")} for i in range(300)]
     )
-    time.sleep(1.0)
+    wait_until(lambda: finished_rows(cluster.url, batch.id) >= 16, what="work under way")
     canceled_at = time.time()
     assert client.messages.batches.cancel(batch.id).processing_status == "canceling"
     ended = wait_for_end(client, batch.id)
@@ -154,7 +154,7 @@ def test_small_batch_is_not_stuck_behind_a_large_one(cluster: Cluster) -> None:
     big = client.messages.batches.create(
         requests=[{"custom_id": f"b{i}", "params": simple_params(f"big {i}", model="paced-model")} for i in range(20_000)]
     )
-    time.sleep(1.0)
+    wait_until(lambda: finished_rows(cluster.url, big.id) >= 100, what="the big batch under way")
     small = client.messages.batches.create(
         requests=[{"custom_id": f"s{i}", "params": simple_params(f"small {i}", model="paced-model")} for i in range(10)]
     )
@@ -174,7 +174,8 @@ def test_interactive_calls_go_ahead_of_batch_work(pg_url: str, tmp_path: Path) -
         batch = client.messages.batches.create(
             requests=[{"custom_id": f"n{i}", "params": simple_params(f"n {i}", model="narrow-model")} for i in range(400)]
         )
-        time.sleep(1.0)  # 4 slots at 200 ms: the queue holds ~20 s of batch work
+        # 4 slots at 200 ms: the queue holds ~20 s of batch work
+        wait_until(lambda: finished_rows(pg_url, batch.id) >= 4, what="batch work under way")
         started = time.perf_counter()
         reply = client.messages.create(**simple_params("urgent", model="narrow-model"))
         waited = time.perf_counter() - started
@@ -215,7 +216,7 @@ def test_database_restart_mid_batch(pg_url: str, tmp_path: Path) -> None:
         batch = client.messages.batches.create(
             requests=[{"custom_id": f"r{i}", "params": simple_params(f"r {i}", model="paced-model")} for i in range(2000)]
         )
-        time.sleep(1.0)
+        wait_until(lambda: finished_rows(pg_url, batch.id) >= 100, what="the batch under way")
         restart = os.environ.get(
             "BATCHYARD_TEST_PG_RESTART",
             "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n 1) main restart",

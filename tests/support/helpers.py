@@ -46,3 +46,19 @@ def simple_params(text: str = "Hello there", model: str = "claude-sim", **extra:
     return {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": text}], **extra}
 
 
+
+
+def wait_until(condition: object, timeout: float = 30.0, what: str = "the condition") -> None:
+    """Poll ``condition()`` until it is true (instead of sleeping and hoping)."""
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def finished_rows(database_url: str, batch_id: str) -> int:
+    """Requests of a batch that succeeded so far (read from the database)."""
+    from support.databases import query
+
+    return query(database_url, "SELECT count(*) FROM batch_requests WHERE batch_id = $1 AND state = 2", batch_id)[0][0]

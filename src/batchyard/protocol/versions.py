@@ -22,7 +22,3 @@ def check_version(value: str | None) -> str:
         )
     return value
 
-
-def removes_sampling_parameters(version: str) -> bool:
-    """Under 2026-10-21, ``temperature``, ``top_p`` and ``top_k`` are gone."""
-    return version >= V2026_10_21

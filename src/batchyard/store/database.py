@@ -187,10 +187,6 @@ class Database:
     def sole_engine_lock(self) -> SoleEngineLock | None:
         return sole_engine_lock(self.url)
 
-    @property
-    def writer_engine(self) -> AsyncEngine:
-        return self._writer
-
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A read-write transaction, committed on success and rolled back on error."""

@@ -40,11 +40,6 @@ def _current(sync_conn: Any) -> str | None:
     return MigrationContext.configure(sync_conn).get_current_revision()
 
 
-async def current_revision(db: Database) -> str | None:
-    async with db.write() as conn:
-        return await conn.run_sync(_current)
-
-
 async def upgrade(db: Database) -> str:
     """Bring the schema to the newest revision this version knows; return it.
 
