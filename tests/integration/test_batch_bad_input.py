@@ -182,7 +182,7 @@ def test_unknown_and_hostile_batch_ids_are_not_found(server, batch_id: str) -> N
 def test_dot_dot_paths_do_not_escape(server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
-            b"GET /v1/messages/batches/../../../etc/passwd HTTP/1.1\r\nhost: x\r\n"
+            b"GET /v1/messages/batches/../../../etc/passwd HTTP/1.1\r\nhost: 127.0.0.1\r\n"
             b"x-api-key: k\r\nanthropic-version: 2023-06-01\r\nconnection: close\r\n\r\n"
         )
         reply = b""

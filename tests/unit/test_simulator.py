@@ -147,3 +147,17 @@ def test_stream_events_rebuild_the_message() -> None:
     assert rebuilt == text_of(message)
     assert events[0]["message"]["content"] == [] and events[0]["message"]["stop_reason"] is None
     assert events[-2]["usage"]["output_tokens"] == message["usage"]["output_tokens"]
+
+
+def test_forced_tool_use_has_no_preamble() -> None:
+    """tool_choice any/tool: the real API prefills the turn, so the tool call comes first
+    and fits a small max_tokens; under auto the model may say a few words before it."""
+    weather = {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    sim = backend()
+    for choice in ({"type": "any"}, {"type": "tool", "name": "get_weather"}):
+        message = sim.generate(req(max_tokens=16, tools=[weather], tool_choice=choice))
+        assert [b["type"] for b in message["content"]] == ["tool_use"], choice
+        assert message["stop_reason"] == "tool_use"
+        assert message["content"][0]["input"]["city"]
+    auto = sim.generate(req(tools=[weather], tool_choice={"type": "auto"}))
+    assert [b["type"] for b in auto["content"]] == ["text", "tool_use"]

@@ -11,11 +11,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from ..config import Settings
 from ..console import routes as console_routes
 from ..metrics import Metrics
-from ..protocol.errors import ApiError
+from ..protocol.errors import MAX_ECHO, ApiError, bounded
 from ..services import open_services
 from ..store.database import SoleEngineLock
 from ..store.ratelimits import RateStore
@@ -37,6 +38,16 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc, request)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes for this path (one path may have a route per method)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and isinstance(route, Route) and route.methods:
+            methods |= route.methods
+    return sorted(methods)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -44,9 +55,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     elif exc.status_code == 405:
         error = ApiError(
             "invalid_request_error",
-            f"Method {request.method} is not allowed for {request.url.path}",
+            f"Method {request.method} is not allowed for {bounded(request.url.path, MAX_ECHO)}",
             status=405,
-            headers=dict(exc.headers or {}),
+            headers={"allow": ", ".join(_allowed_methods(request))},
         )
     else:
         error = ApiError("invalid_request_error", str(exc.detail), status=exc.status_code)

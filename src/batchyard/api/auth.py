@@ -7,12 +7,15 @@ accepted and everything belongs to the ``default`` workspace. Once a key exists,
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from ..config import Settings
 from ..keys import KeyRing
-from ..protocol.errors import ApiError
+from ..protocol.errors import MAX_ECHO, ApiError, bounded
 from .ratelimit import RequestLimiter, SharedRequestLimiter
 
 OPEN_WORKSPACE = "default"
@@ -37,6 +40,34 @@ class Auth:
         self.limiter = RequestLimiter()
         self.shared: SharedRequestLimiter | None = None  # bound on PostgreSQL
 
+    def _check_open_mode_origin(self, headers: Headers) -> None:
+        """With no keys, anyone who reaches the server is let in, so make sure it is reached on
+        purpose: a name in Host must be localhost or the public URL's (a web page that made
+        its own name point here, DNS rebinding, sends its own name), and a browser request
+        must come from the server's own pages (any other Origin is refused)."""
+        host = headers.get("host", "")
+        name = _host_name(host)
+        public = urlsplit(self.settings.public_url) if self.settings.public_url else None
+        allowed = {"localhost"} | ({public.hostname.lower()} if public and public.hostname else set())
+        if not (_is_ip(name) or name in allowed or name.endswith(".localhost")):
+            raise ApiError(
+                "permission_error",
+                f"Host {bounded(host, MAX_ECHO)!r} is not allowed while the server runs without API keys: "
+                "use localhost or an IP address, or set --public-url",
+            )
+        origin = headers.get("origin")
+        if origin is None:
+            return
+        own = {f"http://{host}", f"https://{host}"}
+        if public is not None:
+            own.add(f"{public.scheme}://{public.netloc}")
+        if origin.rstrip("/") not in own:
+            raise ApiError(
+                "permission_error",
+                f"Requests from web pages of other origins ({bounded(origin, MAX_ECHO)}) are refused while the server "
+                "runs without API keys",
+            )
+
     async def __call__(self, scope: Scope, headers: Headers) -> dict[str, str]:
         """Authenticate and rate-limit one request; returns headers for the response."""
         state = scope["state"]
@@ -44,6 +75,7 @@ class Auth:
         if key is None:
             raise ApiError("authentication_error", "x-api-key header is required")
         if self.ring is None or not await self.ring.keys_required():
+            self._check_open_mode_origin(headers)
             state["workspace_id"] = OPEN_WORKSPACE
             state["workspace_name"] = OPEN_WORKSPACE
             return {}
@@ -72,3 +104,19 @@ class Auth:
                 headers=limit_headers,
             )
         return limit_headers
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port (IPv6 literals keep their brackets off)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

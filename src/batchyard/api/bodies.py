@@ -7,11 +7,10 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
-import orjson
 from starlette.requests import Request
 
 from ..protocol.errors import ApiError, invalid_request
-from ..protocol.jsonscan import JsonSyntaxError, loads_strict
+from ..protocol.jsonscan import JsonSyntaxError, loads_document
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 SPOOL_WRITE = 1024 * 1024  # bytes gathered before one write to the spool (done on a thread)
@@ -109,11 +108,6 @@ async def read_json(request: Request, limit: int, idle_timeout: float) -> Any:
 def parse_json(data: bytes) -> Any:
     """JSON as the API parses it; a syntax error is its 400."""
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        # The stdlib parser words errors like the API, and keeps integers of any size.
-        return loads_strict(data)
+        return loads_document(data)
     except JsonSyntaxError as exc:
         raise invalid_request(f"The request body is not valid JSON: {exc}") from None

@@ -11,6 +11,7 @@ SDK takes it, e.g. ``https://api.anthropic.com``; or a list), ``api_key`` or
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..protocol.errors import STATUS_BY_TYPE
 from ..protocol.ids import new_message_id
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
 from ..protocol.responses import ServiceTier
+from ..protocol.stream_repair import StreamCutShort, StreamRepair
 from .base import BackendError, GenerateRequest
 from .simulator import count_input_tokens
 from .upstream import (
@@ -31,6 +33,8 @@ from .upstream import (
     post_stream,
     sse_events,
 )
+
+log = logging.getLogger("batchyard.anthropic")
 
 
 class AnthropicOptions(HttpBackendOptions):
@@ -104,6 +108,8 @@ class AnthropicBackend(HttpBackend):
         model = req.request.model if self.options.model else None
         body = orjson.dumps(self._body(req, stream=True))
         headers = {**self._headers(req.version), "accept": "text/event-stream"}
+        # Whatever the upstream sends, clients get a valid event sequence (see StreamRepair).
+        repair = StreamRepair(req.request.model, count_input_tokens(req.request), req.service_tier)
         async with self.pool.use() as lease, post_stream(lease, "/v1/messages", body, headers) as response:
             async for name, data in sse_events(response):
                 event = json_or_none(data.encode())
@@ -112,11 +118,23 @@ class AnthropicBackend(HttpBackend):
                 kind = name or event.get("type")
                 if kind == "error":
                     raise _stream_error(event)
+                event = {**event, "type": kind}
                 if kind == "message_start" and isinstance(event.get("message"), dict):
                     event = {**event, "message": normalize_message(event["message"], model, req.service_tier)}
                 elif kind == "message_delta":
                     event = _normalized_delta(event)
-                yield event
+                for repaired in repair.feed(event):
+                    yield repaired
+                if repair.stopped:
+                    break
+        try:
+            for repaired in repair.finish():
+                yield repaired
+        except StreamCutShort as exc:
+            raise BackendError(502, str(exc), error_type="api_error") from None
+        finally:
+            if repair.repaired:
+                log.info("repaired an upstream stream", extra={"route": self.route.id, "made_up": repair.repaired})
 
     async def count_tokens(self, request: CountTokensRequest | MessageCreateRequest) -> int:
         body = request.model_dump(

@@ -36,7 +36,7 @@ from ..protocol.models import capabilities as model_capabilities
 from ..protocol.sse import accumulate
 from ..routes import Route
 from .base import Backend, BackendError, BackendOptions, GenerateRequest
-from .openai_translate import StreamTranslator, from_chat_completion, to_chat_completion
+from .openai_translate import StreamTranslator, to_chat_completion
 
 log = logging.getLogger("batchyard.llamacpp")
 
@@ -292,19 +292,9 @@ class LlamaCppBackend(Backend):
         yield {**chunk, "choices": choices}
 
     async def create(self, req: GenerateRequest) -> dict[str, Any]:
-        if req.request.stop_sequences:
-            # Streamed internally, so the stop sequence is seen the moment it appears.
-            return accumulate([event async for event in self.stream(req)])
-        assert self.server is not None and self.pool is not None, "backend not started"
-        body = self._body(req.request)
-        body.pop("stream", None)
-        body.pop("stream_options", None)
-        loop = asyncio.get_running_loop()
-        answer = await loop.run_in_executor(self.pool, self.server.handle_chat_completions, body)
-        _raise_on_error(answer)
-        if isinstance(answer.get("usage"), dict):
-            answer["usage"] = _without_cache_split(answer["usage"])
-        return from_chat_completion(answer, req.request, model=req.request.model, tier=req.service_tier)
+        # Streamed internally: a stop sequence is seen the moment it appears, and a call that
+        # is stopped (its batch canceled, its lease lost) frees its slot at the next token.
+        return accumulate([event async for event in self.stream(req)])
 
     async def count_tokens(self, request: CountTokensRequest | MessageCreateRequest) -> int:
         """The model's own count: llama.cpp applies the chat template and tokenizes."""

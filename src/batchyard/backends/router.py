@@ -30,7 +30,7 @@ class Router(ModelResolver):
 
     # ModelResolver, for the validator
     def knows(self, model: str) -> bool:
-        return self.route_for(model) is not None
+        return "\x00" not in model and self.route_for(model) is not None
 
     def max_tokens(self, model: str) -> int | None:
         route = self.route_for(model)

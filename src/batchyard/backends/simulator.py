@@ -322,7 +322,13 @@ class SimulatorBackend(Backend):
                 return self._message(req, content, "max_tokens", None, used)
 
         tool = self._tool_to_call(request, rng)
-        text = f"I'll use the {tool.name} tool." if tool is not None else _reply_text(rng, request)
+        if tool is not None and isinstance(request.tool_choice, (ToolChoiceAny, ToolChoiceTool)):
+            # A forced tool call: the real API prefills the turn, so the call comes first.
+            text = ""
+        elif tool is not None:
+            text = f"I'll use the {tool.name} tool."
+        else:
+            text = _reply_text(rng, request)
         text, n, cut = _cut_after_tokens(text, budget - used)
         hit = self._first_stop(text, stops)
         if hit is not None:

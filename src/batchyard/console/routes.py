@@ -6,14 +6,16 @@ sits behind the same gate (key, workspace, rate limit), without ``anthropic-vers
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..api.responses import json_response
@@ -26,8 +28,41 @@ RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
 SUMMARY_CHARS = 200
 
 
+_INDEX = (STATIC / "index.html").read_bytes()
+_RANGE_SPEC = re.compile(r"^\s*(?:(\d+)-(\d*)|-(\d+))\s*$")
+
+
 async def index(request: Request) -> Response:
-    return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+    return Response(_INDEX, media_type="text/html; charset=utf-8", headers={"cache-control": "no-cache"})
+
+
+def _valid_range(value: str) -> bool:
+    unit, _, specs = value.partition("=")
+    if unit.strip().lower() != "bytes" or not specs:
+        return False
+    for spec in specs.split(","):
+        match = _RANGE_SPEC.match(spec)
+        if match is None:
+            return False
+        first, last, _ = match.groups()
+        if first is not None and last and int(last) < int(first):
+            return False
+    return True
+
+
+def ranges_checked(app: ASGIApp) -> ASGIApp:
+    """Static files with a Range header that makes no sense (inverted, malformed) are sent
+    whole, as HTTP allows, instead of a plain-text 400."""
+
+    async def checked(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers", [])
+            kept = [(k, v) for k, v in headers if k.lower() != b"range" or _valid_range(v.decode("latin-1"))]
+            if len(kept) != len(headers):
+                scope = {**scope, "headers": kept}
+        await app(scope, receive, send)
+
+    return checked
 
 
 async def to_index(request: Request) -> Response:
@@ -119,5 +154,5 @@ routes = [
     Route("/console/api/info", info, methods=["GET"]),
     Route("/console/api/batches/{batch_id}/progress", progress, methods=["GET"]),
     Route("/console/api/batches/{batch_id}/lines", lines, methods=["GET"]),
-    Mount("/console/static", app=StaticFiles(directory=STATIC), name="console-static"),
+    Mount("/console/static", app=ranges_checked(StaticFiles(directory=STATIC)), name="console-static"),
 ]

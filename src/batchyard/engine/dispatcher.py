@@ -19,9 +19,6 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import orjson
 
 from ..backends.base import BackendError, GenerateRequest
 from ..backends.router import Router
@@ -31,7 +28,7 @@ from ..files import Files
 from ..metrics import Metrics
 from ..outcomes import Report
 from ..protocol.errors import ApiError, invalid_request
-from ..protocol.jsonscan import JsonSyntaxError, loads_strict
+from ..protocol.jsonscan import JsonSyntaxError, loads_document
 from ..protocol.messages import MessageCreateRequest, ValidatedRequest, validate_message_request
 from ..store.batches import Attempt, ClaimedRequest
 from ..store.database import is_database_outage
@@ -49,12 +46,6 @@ log = logging.getLogger("batchyard.engine")
 def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
-
-def _parse_params(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except ValueError:
-        return loads_strict(raw)  # big integers and the like: the validator words the error
 
 
 @dataclass(slots=True)
@@ -250,7 +241,7 @@ class Engine:
 
     def _prepare_one(self, request: ClaimedRequest) -> Prepared:
         try:
-            body = _parse_params(request.params)
+            body = loads_document(request.params)
             validated = validate_message_request(body, request.api_version, self.router, in_batch=True)
         except JsonSyntaxError as exc:
             return Prepared(request, None, invalid_request(f"The request params are not valid JSON: {exc}"))

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import orjson
 
-from .errors import ApiError, invalid_request
+from .errors import MAX_ECHO, ApiError, bounded, invalid_request
 from .jsonscan import JsonStream, JsonSyntaxError
 
 CUSTOM_ID_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
@@ -40,11 +40,12 @@ class BatchLine:
 
 
 def dumps_params(params: dict[str, Any]) -> bytes:
+    """Params as compact JSON. orjson stops at 64-bit integers and 255 levels of nesting;
+    such params are kept as they are and refused later by the validator with a precise
+    message, like any other bad line."""
     try:
         return orjson.dumps(params)
     except (orjson.JSONEncodeError, TypeError):
-        # orjson stops at 64-bit integers; such params are kept and rejected later by the
-        # validator with a precise message, like any other bad line.
         return json.dumps(params, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -81,7 +82,7 @@ def line_error(index: int, item: Any) -> str | None:
         return f"{where}.params: {DICT_EXPECTED}"
     for key in item:
         if key not in ("custom_id", "params"):
-            return f"{where}.{key}: Extra inputs are not permitted"
+            return f"{where}.{bounded(key, MAX_ECHO)}: Extra inputs are not permitted"
     return None
 
 
@@ -170,6 +171,10 @@ class BatchBodyReader:
                 js.read_value()
                 if key != "requests":
                     self._extras.append(key)
+                elif self._field_error is None:
+                    # A repeated key is the last one's everywhere else (as JSON parsers
+                    # read it), but the first list was already read as it streamed in.
+                    self._field_error = "requests: the key appears more than once; send one list of requests"
             if not self._after_member():
                 return
 
@@ -231,7 +236,15 @@ class BatchBodyReader:
         self._seen.add(custom_id)
         params = item["params"]
         model = params.get("model")
-        return BatchLine(index, custom_id, dumps_params(params), model if isinstance(model, str) else None)
+        try:
+            encoded = orjson.dumps(params)
+        except (orjson.JSONEncodeError, TypeError):
+            js.check_last_value()  # a lone surrogate: the body is not valid JSON
+            encoded = dumps_params(params)
+        # The model is kept in a column of its own (for routing claims); PostgreSQL's text
+        # refuses NUL, and no model has one in its name: such a line errors when it runs.
+        usable = isinstance(model, str) and "\x00" not in model
+        return BatchLine(index, custom_id, encoded, model if usable else None)
 
     def _finish(self) -> None:
         if self._field_error is not None:
@@ -245,7 +258,7 @@ class BatchBodyReader:
                 f"requests: List should have at most {self._max_requests} items after validation, not {self._count}"
             )
         if self._extras:
-            raise invalid_request(f"{self._extras[0]}: Extra inputs are not permitted")
+            raise invalid_request(f"{bounded(self._extras[0], MAX_ECHO)}: Extra inputs are not permitted")
         if self._duplicate is not None:
             raise invalid_request(
                 "requests: custom_id's must be unique within a batch. "

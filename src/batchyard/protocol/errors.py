@@ -22,6 +22,15 @@ STATUS_BY_TYPE: dict[str, int] = {
 TYPE_BY_STATUS: dict[int, str] = {status: kind for kind, status in STATUS_BY_TYPE.items()}
 
 
+MAX_MESSAGE = 1024  # characters of an error message; past that it is cut, with "..."
+MAX_ECHO = 128  # characters of a client's value (a key, a name) quoted in a message
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Text that may quote what a client sent, cut to a size fit for an error message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def error_type_for_status(status: int) -> str:
     """The error type the API uses for an HTTP status (other 4xx are invalid requests)."""
     if status in TYPE_BY_STATUS:
@@ -50,6 +59,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
     ) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.error_type = error_type
         self.message = message

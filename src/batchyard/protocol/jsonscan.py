@@ -12,6 +12,8 @@ import codecs
 import json
 from typing import IO, Any
 
+import orjson
+
 _WHITESPACE = " \t\n\r"
 _READ_SIZE = 1 << 20
 _COMPACT_AT = 1 << 20
@@ -29,6 +31,18 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def loads_document(data: bytes) -> Any:
+    """A whole JSON document, parsed as the API parses it: orjson first (fast; its words
+    for a broken surrogate pair are the API's); what it refuses for other reasons goes to
+    the stdlib parser, which words errors like the API and keeps integers of any size."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" in exc.msg:
+            raise JsonSyntaxError(str(exc)) from None
+    return loads_strict(data)
 
 
 def loads_strict(data: bytes | str) -> Any:
@@ -59,6 +73,7 @@ class JsonStream:
         self._base = 0
         self._lines_before = 0
         self._last_newline_before = -1
+        self._last = (0, 0)  # the window span of the value read last
 
     # -- window management ---------------------------------------------------------
 
@@ -147,8 +162,19 @@ class JsonStream:
             if end == len(buf) and isinstance(value, (int, float)) and not isinstance(value, bool):
                 if self._fill():
                     continue
+            self._last = (pos, end)
             self._pos = end
             return value
+
+    def check_last_value(self) -> None:
+        """Raise the API's error if the value just read holds a broken surrogate pair (the
+        stdlib decoder lets a lone ``\\ud800`` through; nothing downstream can encode it)."""
+        start, end = self._last
+        try:
+            orjson.loads(self._buf[start:end])
+        except orjson.JSONDecodeError as exc:
+            if "surrogate" in exc.msg:
+                raise self._error(exc.msg, start + exc.pos) from None
 
     def at_end(self) -> bool:
         return self.peek() == ""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
-from .errors import ApiError, invalid_request, not_found
+from .errors import MAX_ECHO, ApiError, bounded, invalid_request, not_found
 from .versions import V2026_10_21
 
 _HIDDEN = "§"  # union tags starting with this are not part of the error path
@@ -496,7 +496,9 @@ class MessageCreateRequest(_Model):
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc if not (isinstance(part, str) and part.startswith(_HIDDEN)))
+    return ".".join(
+        bounded(str(part), MAX_ECHO) for part in loc if not (isinstance(part, str) and part.startswith(_HIDDEN))
+    )
 
 
 def first_error_message(exc: ValidationError) -> str:
@@ -529,6 +531,23 @@ def _parse(model: type[BaseModel], body: Any) -> Any:
         return model.model_validate(body)
     except ValidationError as exc:
         raise invalid_request(first_error_message(exc)) from None
+
+
+MAX_NESTING = 200  # levels of objects and arrays a request may have (the JSON encoder stops at 255)
+
+
+def nested_too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether ``value`` nests objects and arrays more than ``limit`` levels deep."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _version_rules(body: dict[str, Any], request: Any, version: str) -> None:
@@ -624,6 +643,10 @@ def validate_message_request(
     count_tokens: bool = False,
 ) -> ValidatedRequest:
     """Validate a Messages (or count_tokens) body; raise ApiError with the API's message."""
+    if isinstance(body, (dict, list)) and nested_too_deep(body):
+        raise invalid_request(
+            f"The request is nested too deeply: at most {MAX_NESTING} levels of objects and arrays are allowed"
+        )
     request = _parse(CountTokensRequest if count_tokens else MessageCreateRequest, body)
     _version_rules(body, request, version)
     _tool_results_match(request)

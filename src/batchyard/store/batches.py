@@ -704,7 +704,7 @@ class BatchStore:
                     )
                 ).all()
                 if len(closed) < chunk:
-                    return await self._finalize_if_done(conn, batch_id, now)
+                    return await self._finalize_if_done(conn, batch_id, self.clock())
 
     async def archive(self, now: int, created_before: int, chunk: int = 5000) -> list[str]:
         """Set ``archived_at`` on ended batches created before the cutoff, then drop the
