@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -103,6 +104,12 @@ def main() -> None:
 @click.option("--access-log", is_flag=True, help="Log every request (method, path, status, time, request id).")
 @click.option("--require-keys", is_flag=True, help="Refuse calls without a valid API key even before any key exists.")
 @click.option("--insecure-open", is_flag=True, help="Allow a non-loopback bind in open mode (no API keys). Don't.")
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    help="API processes on the port: a number, or 'auto' (one per core). SQLite: one of them runs the engine.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
     host: str | None,
@@ -114,6 +121,7 @@ def serve(
     access_log: bool,
     require_keys: bool,
     insecure_open: bool,
+    workers: str,
     log_level: str,
 ) -> None:
     """Run the API server (with an engine unless --no-engine)."""
@@ -133,10 +141,13 @@ def serve(
                 "this address could use the server. Create a key (batchyard keys create --workspace NAME), "
                 "pass --require-keys, or bind 127.0.0.1; --insecure-open overrides this."
             )
-    engine_lock = None if no_engine else _claim_sole_engine(settings)
-    app = create_app(settings, run_engine=not no_engine, access_log=access_log, engine_lock=engine_lock)
+    count = _worker_count(workers)
     from .api.server import serve as run_server
 
+    if count > 1:
+        sys.exit(_serve_workers(settings, count, run_engine=not no_engine, access_log=access_log))
+    engine_lock = None if no_engine else _claim_sole_engine(settings)
+    app = create_app(settings, run_engine=not no_engine, access_log=access_log, engine_lock=engine_lock)
     started = run_server(
         app,
         host=settings.host,
@@ -146,6 +157,63 @@ def serve(
     )
     if not started:
         sys.exit(1)
+
+
+def _worker_count(value: str) -> int:
+    import os
+
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter("a positive number or 'auto'", param_hint="--workers")
+    return int(value)
+
+
+def _serve_workers(settings: Settings, count: int, *, run_engine: bool, access_log: bool) -> int:
+    """N API processes on one port under a supervisor (see api/workers.py)."""
+    import dataclasses
+    import logging
+
+    from .api.app import create_app
+    from .api.server import serve as run_server
+    from .api.workers import Supervisor, bind
+
+    url = parse_database_url(settings.database_url)
+    try:
+        listener = bind(settings.host, settings.port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+
+    def run_worker(slot: int, sock: socket.socket, relay_fd: int) -> int:
+        class Tagged(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                record.worker = slot
+                return True
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(Tagged())
+        sqlite = url.dialect == "sqlite"
+        mine = dataclasses.replace(settings, shared_rate_limits=sqlite, notice_relay_fd=relay_fd if sqlite else None)
+        engine_here, lock = run_engine, None
+        if run_engine and sqlite:
+            lock = sole_engine_lock(url)
+            try:
+                if lock is not None:
+                    lock.acquire()
+            except EngineRefused:
+                engine_here, lock = False, None  # another worker runs this file's engine
+        app = create_app(mine, run_engine=engine_here, access_log=access_log, engine_lock=lock)
+        started = run_server(
+            app,
+            host=settings.host,
+            port=settings.port,
+            header_timeout=settings.limits.header_timeout,
+            shutdown_grace=settings.engine.shutdown_grace,
+            sockets=[sock],
+        )
+        return 0 if started else 1
+
+    return Supervisor(count, listener, run_worker).run()
 
 
 @main.group()

@@ -173,6 +173,11 @@ class Settings:
     files: FileLimits = field(default_factory=FileLimits)
     routes: list[Route] = field(default_factory=default_routes)
     require_keys: bool = False
+    # Set for each process of `serve --workers N` (not from the config file): processes that
+    # share one SQLite file share rate-limit buckets through it, and notices through the
+    # supervisor's relay (PostgreSQL has both already).
+    shared_rate_limits: bool = False
+    notice_relay_fd: int | None = None
 
     def route_for(self, model: str) -> Route | None:
         return route_for(self.routes, model)

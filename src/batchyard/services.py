@@ -21,7 +21,7 @@ from .store.batches import BatchStore
 from .store.database import Database, SoleEngineLock, parse_database_url
 from .store.files import DatabaseBlobs, FileStore
 from .store.keys import KeyStore
-from .store.notify import Notifier, PostgresNotifier
+from .store.notify import Notifier, PostgresNotifier, RelayNotifier
 
 
 @dataclass
@@ -79,7 +79,13 @@ async def open_services(
         router = Router(settings.routes)
         await router.start()
         opened.append(router.close)
-        notifier: Notifier = PostgresNotifier(url.libpq_url) if db.is_postgres else Notifier()
+        notifier: Notifier
+        if db.is_postgres:
+            notifier = PostgresNotifier(url.libpq_url)
+        elif settings.notice_relay_fd is not None:
+            notifier = RelayNotifier(settings.notice_relay_fd)
+        else:
+            notifier = Notifier()
         await notifier.start()
         opened.append(notifier.close)
         batches = Batches(BatchStore(db), settings, notifier)

@@ -75,7 +75,7 @@ def create_app(
         svc = await open_services(settings, run_engine=run_engine, metrics=metrics, engine_lock=engine_lock)
         app.state.services = svc
         auth.ring = svc.keys
-        if svc.db.is_postgres:  # API processes may be many: they share one bucket per key
+        if svc.db.is_postgres or settings.shared_rate_limits:  # processes may be many: one bucket per key
             auth.shared = SharedRequestLimiter(RateStore(svc.db), auth.limiter)
         log.info("serving", extra={"database": svc.db.url.redacted(), "engine": run_engine})
         if not await svc.keys.keys_required():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from types import FrameType
 from typing import Any
 
@@ -140,8 +141,17 @@ class Server(uvicorn.Server):
             self.should_exit = True
 
 
-def serve(app: Any, *, host: str, port: int, header_timeout: float, shutdown_grace: float) -> bool:
-    """Run until stopped; False when the server could not start."""
+def serve(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    header_timeout: float,
+    shutdown_grace: float,
+    sockets: list[socket.socket] | None = None,
+) -> bool:
+    """Run until stopped (on ``sockets`` when given, bound already); False when the server
+    could not start."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -153,5 +163,5 @@ def serve(app: Any, *, host: str, port: int, header_timeout: float, shutdown_gra
         timeout_graceful_shutdown=int(shutdown_grace) + 5,
     )
     server = Server(config)
-    server.run()
+    server.run(sockets=sockets)
     return server.started

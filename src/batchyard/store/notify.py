@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from dataclasses import dataclass
 
 import asyncpg
@@ -129,3 +130,39 @@ class PostgresNotifier(Notifier):
                     await temporary.close()
         except Exception as exc:  # a lost hint: other processes find the work by polling
             log.warning("could not publish a notice", extra={"error": type(exc).__name__})
+
+
+class RelayNotifier(Notifier):
+    """Notices shared by the processes of one ``serve --workers N`` on SQLite (which has no
+    LISTEN/NOTIFY): each worker holds one end of a datagram socket pair whose other end is
+    in the supervisor, which passes every notice on to the other workers."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._sock = socket.socket(fileno=fd)
+        self._sock.setblocking(False)
+
+    async def start(self) -> None:
+        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._readable)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                payload = self._sock.recv(65536).decode()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            kind, _, subject = payload.partition(":")
+            if kind and subject:
+                self.deliver(Notice(kind, subject))
+
+    async def publish(self, notice: Notice) -> None:
+        self.deliver(notice)
+        with contextlib.suppress(OSError):  # a full or closed relay: a hint lost is a poll later
+            self._sock.send(f"{notice.kind}:{notice.subject}".encode())
