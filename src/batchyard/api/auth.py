@@ -14,6 +14,7 @@ from ..config import Settings
 from ..keys import KeyRing
 from ..protocol.errors import ApiError
 from .ratelimit import RequestLimiter, SharedRequestLimiter
+from .surfaces import Surface
 
 OPEN_WORKSPACE = "default"
 
@@ -49,7 +50,7 @@ class Auth:
             return {}
         caller = await self.ring.check(key)
         if caller is None:
-            raise ApiError("authentication_error", "invalid x-api-key")
+            raise ApiError("authentication_error", "invalid x-api-key", code="invalid_api_key")
         asked = headers.get("anthropic-workspace-id")
         if asked is not None and asked.strip() != caller.workspace_id:
             raise ApiError("permission_error", "anthropic-workspace-id does not match the workspace of this API key")
@@ -63,12 +64,13 @@ class Auth:
             decision = self.limiter.take(caller.key_id, per_minute)
         if decision is None:
             return {}
-        limit_headers = decision.headers()
+        limit_headers = decision.headers(state.get("surface", Surface.ANTHROPIC))
         if not decision.allowed:
             raise ApiError(
                 "rate_limit_error",
                 f"This request would exceed the rate limit of {per_minute} requests per minute for this API key. "
                 "Retry after the time in the retry-after header.",
                 headers=limit_headers,
+                code="rate_limit_exceeded",
             )
         return limit_headers

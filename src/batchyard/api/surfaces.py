@@ -42,3 +42,12 @@ def surface_for(path: str, headers: Headers) -> Surface:
 def surface_of(scope: Scope) -> Surface:
     """The surface the middleware decided for this request (Anthropic's before it ran)."""
     return scope.get("state", {}).get("surface", Surface.ANTHROPIC)
+
+
+def surface_headers(surface: Surface, request_id: str) -> dict[str, str]:
+    """Headers every answer on a surface carries besides ``request-id``: the ``openai`` SDK
+    reads the request id from ``x-request-id``, and Anthropic's OpenAI layer sends
+    ``openai-version``."""
+    if surface is Surface.OPENAI:
+        return {"x-request-id": request_id, "openai-version": "2020-10-01"}
+    return {}
