@@ -21,6 +21,7 @@ from ..store.ratelimits import RateStore
 from . import batches as batch_routes
 from . import observability
 from . import messages as message_routes
+from . import openai_chat as chat_routes
 from . import models as model_routes
 from .auth import Auth
 from .middleware import ApiMiddleware
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, run_engine: bool = True, access_log: bool 
         routes=[
             *batch_routes.routes,
             *message_routes.routes,
+            *chat_routes.routes,
             *model_routes.routes,
             *observability.routes,
             *console_routes.routes,
