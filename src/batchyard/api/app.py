@@ -19,6 +19,7 @@ from ..protocol.errors import ApiError
 from ..services import open_services
 from ..store.ratelimits import RateStore
 from . import batches as batch_routes
+from . import complete as complete_routes
 from . import observability
 from . import messages as message_routes
 from . import openai_chat as chat_routes
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, run_engine: bool = True, access_log: bool 
             *batch_routes.routes,
             *message_routes.routes,
             *chat_routes.routes,
+            *complete_routes.routes,
             *model_routes.routes,
             *observability.routes,
             *console_routes.routes,
