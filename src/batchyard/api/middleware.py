@@ -35,7 +35,9 @@ async def send_error(
     headers = MutableHeaders()
     headers["content-type"] = "application/json"
     headers["request-id"] = request_id
-    for name, value in {**surface_headers(surface, request_id), **error_headers(exc), **(extra or {})}.items():
+    for name, value in surface_headers(surface, request_id):
+        headers.append(name, value)
+    for name, value in {**error_headers(exc), **(extra or {})}.items():
         headers[name] = value
     body = error_body(exc, request_id, surface)
     headers["content-length"] = str(len(body))
@@ -71,8 +73,9 @@ class ApiMiddleware:
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["request-id"] = request_id
-                surface = state.get("surface", Surface.ANTHROPIC)
-                for name, value in {**surface_headers(surface, request_id), **extra_headers}.items():
+                for name, value in surface_headers(state.get("surface", Surface.ANTHROPIC), request_id):
+                    headers.append(name, value)
+                for name, value in extra_headers.items():
                     headers[name] = value
             await send(message)
 

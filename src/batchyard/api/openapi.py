@@ -11,11 +11,13 @@ import copy
 from functools import cache
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from .. import __version__
 from ..protocol.batch_create import CUSTOM_ID_PATTERN
 from ..protocol.complete import CompletionRequest
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
-from ..protocol.openai_chat import ChatCompletionRequest
+from ..protocol.openai_chat import CHAT_REQUEST
 from ..protocol.versions import SUPPORTED_VERSIONS
 
 REF = "#/components/schemas/{model}"  # pydantic's ref_template form
@@ -338,12 +340,16 @@ def _openai_operation(operation_id: str, summary: str, ok: dict[str, Any], body:
     }
 
 
-def _pydantic_schema(model: Any, schemas: dict[str, Any]) -> dict[str, Any]:
-    generated = model.model_json_schema(ref_template=REF)
-    for name, definition in generated.pop("$defs", {}).items():
-        schemas.setdefault(name, definition)
-    schemas[model.__name__] = generated
-    return _ref(model.__name__)
+def _pydantic_schema(model: Any, schemas: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The schema of a pydantic model (or of a TypeAdapter, named ``name``)."""
+    if isinstance(model, TypeAdapter):
+        generated = model.json_schema(ref_template=REF)
+    else:
+        generated, name = model.model_json_schema(ref_template=REF), model.__name__
+    for key, definition in generated.pop("$defs", {}).items():
+        schemas.setdefault(key, definition)
+    schemas[name] = generated
+    return _ref(name)
 
 
 @cache
@@ -352,7 +358,7 @@ def _document() -> dict[str, Any]:
     create_message = _pydantic_schema(MessageCreateRequest, schemas)
     count_tokens = _pydantic_schema(CountTokensRequest, schemas)
     create_completion = _pydantic_schema(CompletionRequest, schemas)
-    create_chat_completion = _pydantic_schema(ChatCompletionRequest, schemas)
+    create_chat_completion = _pydantic_schema(CHAT_REQUEST, schemas, "ChatCompletionRequest")
     paths: dict[str, Any] = {
         "/v1/messages/batches": {
             "post": _operation("createMessageBatch", "Create a Message Batch", _json(_ref("MessageBatch")),

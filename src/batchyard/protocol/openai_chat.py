@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationError
+from pydantic import ConfigDict, Discriminator, Field, Strict, Tag, TypeAdapter, ValidationError
+from typing_extensions import NotRequired, TypedDict
 
 from .errors import ApiError
 from .messages import ModelResolver, ValidatedRequest, validate_message_request
@@ -60,11 +61,6 @@ Text = Annotated[str, Strict()]
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Number = Annotated[float, Strict()]
-
-
-class _Lenient(BaseModel):
-    # Fields this layer does not use are accepted and dropped, as Anthropic's layer does.
-    model_config = ConfigDict(extra="ignore")
 
 
 def _content_tag(value: Any) -> str | None:
@@ -84,26 +80,36 @@ def _content(part: Any) -> Any:
 
 
 # -- the request -------------------------------------------------------------------
+# TypedDicts rather than models: validated in one pass of pydantic-core into plain dicts
+# (a key left out stays out), which costs a third of building model instances, and this
+# layer only reads them once. Keys it does not read are accepted and dropped, as
+# Anthropic's layer does.
+
+_LENIENT = ConfigDict(extra="ignore")
 
 
-class TextPart(_Lenient):
+class TextPart(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     type: Literal["text"]
     text: Text
 
 
-class ImageUrl(_Lenient):
+class ImageUrl(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     url: Text
-    detail: Any = None
+    detail: NotRequired[Any]
 
 
-class ImagePart(_Lenient):
+class ImagePart(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     type: Literal["image_url"]
     image_url: ImageUrl
 
 
-class DroppedPart(_Lenient):
+class DroppedPart(TypedDict):
     """Parts Anthropic's layer ignores (audio, files) and assistant refusals."""
 
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     type: Text
 
 
@@ -116,7 +122,7 @@ def _tagged(key: str, choices: dict[str, Any], error: str) -> Any:
     _TAG_ERRORS[error] = (key, list(choices))
 
     def tag(value: Any) -> str | None:
-        found = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+        found = value.get(key) if isinstance(value, dict) else None
         return f"{_HIDDEN}{found}" if isinstance(found, str) and found in choices else None
 
     members = tuple(Annotated[model, Tag(f"{_HIDDEN}{name}")] for name, model in choices.items())
@@ -129,44 +135,51 @@ UserPart = _tagged(
 AssistantPart = _tagged("type", {"text": TextPart, "refusal": DroppedPart}, "assistant_part_tag")
 
 
-class SystemMessage(_Lenient):
+class SystemMessage(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     role: Literal["system", "developer"]
     content: _content(TextPart)
 
 
-class UserMessage(_Lenient):
+class UserMessage(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     role: Literal["user"]
     content: _content(UserPart)
 
 
-class FunctionCall(_Lenient):
+class FunctionCall(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     name: Text
     arguments: Text
 
 
-class ToolCall(_Lenient):
+class ToolCall(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     id: Text
     type: Literal["function"]
     function: FunctionCall
 
 
-class AssistantMessage(_Lenient):
+class AssistantMessage(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     role: Literal["assistant"]
-    content: _content(AssistantPart) | None = None
-    tool_calls: list[ToolCall] | None = None
-    function_call: FunctionCall | None = None
+    content: NotRequired[_content(AssistantPart) | None]
+    tool_calls: NotRequired[list[ToolCall] | None]
+    function_call: NotRequired[FunctionCall | None]
 
 
-class ToolMessage(_Lenient):
+class ToolMessage(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     role: Literal["tool"]
     tool_call_id: Text
     content: _content(TextPart)
 
 
-class FunctionMessage(_Lenient):
+class FunctionMessage(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     role: Literal["function"]
     name: Text
-    content: Text | None = None
+    content: NotRequired[Text | None]
 
 
 ChatMessage = _tagged(
@@ -183,41 +196,48 @@ ChatMessage = _tagged(
 )
 
 
-class FunctionDefinition(_Lenient):
+class FunctionDefinition(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     name: Annotated[str, Strict(), Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
-    description: Text | None = None
-    parameters: dict[str, Any] | None = None
-    strict: Bool | None = None
+    description: NotRequired[Text | None]
+    parameters: NotRequired[dict[str, Any] | None]
+    strict: NotRequired[Bool | None]
 
 
-class FunctionTool(_Lenient):
+class FunctionTool(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class StreamOptions(_Lenient):
-    include_usage: Bool | None = None
+class StreamOptions(TypedDict):
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
+    include_usage: NotRequired[Bool | None]
 
 
-class ChatCompletionRequest(_Lenient):
+class ChatCompletionRequest(TypedDict):
     """The fields of ``POST /v1/chat/completions`` that this layer reads."""
 
+    __pydantic_config__ = _LENIENT  # type: ignore[misc]
     model: Text
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: Int | None = Field(default=None, ge=1)
-    max_tokens: Int | None = Field(default=None, ge=1)
-    n: Int | None = None
-    parallel_tool_calls: Bool | None = None
-    stop: Text | list[Text] | None = None
-    stream: Bool | None = None
-    stream_options: StreamOptions | None = None
-    temperature: Number | None = Field(default=None, ge=0)
-    top_p: Number | None = Field(default=None, ge=0, le=1)
-    tools: list[FunctionTool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
-    functions: list[FunctionDefinition] | None = None
-    function_call: Literal["none", "auto"] | dict[str, Any] | None = None
-    thinking: dict[str, Any] | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: NotRequired[Annotated[Int, Field(ge=1)] | None]
+    max_tokens: NotRequired[Annotated[Int, Field(ge=1)] | None]
+    n: NotRequired[Int | None]
+    parallel_tool_calls: NotRequired[Bool | None]
+    stop: NotRequired[Text | list[Text] | None]
+    stream: NotRequired[Bool | None]
+    stream_options: NotRequired[StreamOptions | None]
+    temperature: NotRequired[Annotated[Number, Field(ge=0)] | None]
+    top_p: NotRequired[Annotated[Number, Field(ge=0, le=1)] | None]
+    tools: NotRequired[list[FunctionTool] | None]
+    tool_choice: NotRequired[Literal["none", "auto", "required"] | dict[str, Any] | None]
+    functions: NotRequired[list[FunctionDefinition] | None]
+    function_call: NotRequired[Literal["none", "auto"] | dict[str, Any] | None]
+    thinking: NotRequired[dict[str, Any] | None]
+
+
+CHAT_REQUEST: TypeAdapter[ChatCompletionRequest] = TypeAdapter(ChatCompletionRequest)
 
 
 # -- errors, in OpenAI's words -------------------------------------------------------
@@ -383,7 +403,7 @@ class ChatRequest:
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "".join(part.text for part in content if isinstance(part, TextPart))
+    return "".join(part["text"] for part in content if part["type"] == "text")
 
 
 _DATA_URL = re.compile(r"^data:([^;,]*)(;[^,]*)?,(.*)$", re.S)
@@ -391,7 +411,7 @@ _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
 def _image_block(part: ImagePart, where: str) -> dict[str, Any]:
-    url = part.image_url.url
+    url = part["image_url"]["url"]
     if url.startswith("data:"):
         match = _DATA_URL.match(url)
         if match is None or ";base64" not in (match.group(2) or ""):
@@ -418,16 +438,13 @@ def _image_block(part: ImagePart, where: str) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
-def _user_content(message: UserMessage, where: str) -> str | list[dict[str, Any]]:
-    content = message.content
-    if isinstance(content, str):
-        return content
+def _user_parts(content: list[Any], where: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
-        if isinstance(part, TextPart):
-            if part.text:
-                blocks.append({"type": "text", "text": part.text})
-        elif isinstance(part, ImagePart):
+        if part["type"] == "text":
+            if part["text"]:
+                blocks.append({"type": "text", "text": part["text"]})
+        elif part["type"] == "image_url":
             blocks.append(_image_block(part, f"{where}.content[{j}]"))
     if not blocks:
         raise bad_request(
@@ -473,9 +490,9 @@ def _tool_schema(parameters: dict[str, Any] | None, where: str) -> dict[str, Any
 
 
 def _tool(definition: FunctionDefinition, where: str) -> dict[str, Any]:
-    tool: dict[str, Any] = {"name": definition.name, "input_schema": _tool_schema(definition.parameters, where)}
-    if definition.description:
-        tool["description"] = definition.description
+    tool: dict[str, Any] = {"name": definition["name"], "input_schema": _tool_schema(definition.get("parameters"), where)}
+    if definition.get("description"):
+        tool["description"] = definition["description"]
     return tool
 
 
@@ -494,10 +511,10 @@ def _named(choice: dict[str, Any], param: str, nested: bool) -> str:
 
 
 def _tool_choice(chat: ChatCompletionRequest) -> dict[str, Any] | None:
-    if chat.tools is not None:
-        choice, param, nested = chat.tool_choice, "tool_choice", True
+    if chat.get("tools") is not None:
+        choice, param, nested = chat.get("tool_choice"), "tool_choice", True
     else:
-        choice, param, nested = chat.function_call, "function_call", False
+        choice, param, nested = chat.get("function_call"), "function_call", False
     if choice is None:
         out = None
     elif choice == "none":
@@ -508,7 +525,7 @@ def _tool_choice(chat: ChatCompletionRequest) -> dict[str, Any] | None:
         out = {"type": "any"}
     else:
         out = {"type": "tool", "name": _named(choice, param, nested)}
-    if chat.parallel_tool_calls is False or (chat.tools is None and chat.functions):
+    if chat.get("parallel_tool_calls") is False or nested is False:  # a `functions` call is always one
         out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
     return out
 
@@ -544,74 +561,80 @@ def _messages(chat: ChatCompletionRequest) -> tuple[list[str], list[dict[str, An
     turns = _Turns()
     open_calls: dict[str, str] = {}  # tool calls of the latest assistant turn not yet answered
     function_calls: dict[str, list[str]] = {}  # name -> ids of unanswered function_calls
-    for i, message in enumerate(chat.messages):
-        where = f"messages[{i}]"
-        if open_calls and isinstance(message, (UserMessage, AssistantMessage, FunctionMessage)):
+    messages = chat["messages"]
+    for i, message in enumerate(messages):
+        role = message["role"]
+        if open_calls and role in ("user", "assistant", "function"):
             raise _unanswered(open_calls, i)
-        if isinstance(message, SystemMessage):
-            text = _text_of(message.content)
+        if role == "system" or role == "developer":
+            text = _text_of(message["content"])
             if text:
                 system.append(text)
-        elif isinstance(message, UserMessage):
-            turns.add("user", _user_content(message, where))
-        elif isinstance(message, AssistantMessage):
+        elif role == "user":
+            content = message["content"]
+            turns.add("user", content if isinstance(content, str) else _user_parts(content, f"messages[{i}]"))
+        elif role == "assistant":
             blocks: list[dict[str, Any]] = []
-            text = _text_of(message.content) if message.content is not None else ""
+            content = message.get("content")
+            text = _text_of(content) if content is not None else ""
             if text:
                 blocks.append({"type": "text", "text": text})
             function_calls = {}
-            for j, call in enumerate(message.tool_calls or []):
-                tool_id = _tool_id(call.id)
-                open_calls[tool_id] = call.id
+            where = f"messages[{i}]"
+            for j, call in enumerate(message.get("tool_calls") or []):
+                tool_id = _tool_id(call["id"])
+                open_calls[tool_id] = call["id"]
+                function = call["function"]
                 blocks.append(
                     {
                         "type": "tool_use",
                         "id": tool_id,
-                        "name": call.function.name,
-                        "input": _arguments(call.function.arguments, f"{where}.tool_calls[{j}].function"),
+                        "name": function["name"],
+                        "input": _arguments(function["arguments"], f"{where}.tool_calls[{j}].function"),
                     }
                 )
-            if message.function_call is not None:
+            function = message.get("function_call")
+            if function is not None:
                 tool_id = f"function_call_{i}"
-                function_calls.setdefault(message.function_call.name, []).append(tool_id)
+                function_calls.setdefault(function["name"], []).append(tool_id)
                 blocks.append(
                     {
                         "type": "tool_use",
                         "id": tool_id,
-                        "name": message.function_call.name,
-                        "input": _arguments(message.function_call.arguments, f"{where}.function_call"),
+                        "name": function["name"],
+                        "input": _arguments(function["arguments"], f"{where}.function_call"),
                     }
                 )
             if blocks:  # an assistant turn that says nothing is left out
                 turns.add("assistant", blocks)
-        elif isinstance(message, ToolMessage):
-            tool_id = _tool_id(message.tool_call_id)
+        elif role == "tool":
+            tool_id = _tool_id(message["tool_call_id"])
             if tool_id not in open_calls:
                 raise bad_request(
                     "Invalid parameter: messages with role 'tool' must be a response to a preceding message with "
-                    f"'tool_calls' (no tool call with id '{message.tool_call_id}').",
-                    f"{where}.role",
+                    f"'tool_calls' (no tool call with id '{message['tool_call_id']}').",
+                    f"messages[{i}].role",
                 )
             del open_calls[tool_id]
             result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id}
-            text = _text_of(message.content)
+            text = _text_of(message["content"])
             if text:
                 result["content"] = text
             turns.add("user", [result])
         else:
-            ids = function_calls.get(message.name)
+            ids = function_calls.get(message["name"])
             if not ids:
                 raise bad_request(
                     "Invalid parameter: messages with role 'function' must be a response to a preceding message with "
-                    f"a 'function_call' of the function '{message.name}'.",
-                    f"{where}.role",
+                    f"a 'function_call' of the function '{message['name']}'.",
+                    f"messages[{i}].role",
                 )
             result = {"type": "tool_result", "tool_use_id": ids.pop(0)}
-            if message.content:
-                result["content"] = message.content
+            if message.get("content"):
+                result["content"] = message["content"]
             turns.add("user", [result])
     if open_calls:
-        raise _unanswered(open_calls, len(chat.messages) - 1)
+        raise _unanswered(open_calls, len(messages) - 1)
     if not turns.items:
         raise bad_request(
             "Invalid 'messages': there must be at least one user or assistant message besides system messages.",
@@ -634,50 +657,56 @@ def translate_request(body: Any, models: ModelResolver) -> ChatRequest:
             f"Invalid type for request body: expected an object, but got {_json_kind(body)} instead.", None, "invalid_type"
         )
     try:
-        chat = ChatCompletionRequest.model_validate(body)
+        chat = CHAT_REQUEST.validate_python(body)
     except ValidationError as exc:
         raise openai_validation_error(exc) from None
-    if chat.n is not None and chat.n != 1:
-        raise bad_request(f"Invalid 'n': only n=1 is supported, but got {chat.n}.", "n", "invalid_value")
+    get = chat.get
+    n = get("n")
+    if n is not None and n != 1:
+        raise bad_request(f"Invalid 'n': only n=1 is supported, but got {n}.", "n", "invalid_value")
     system, messages = _messages(chat)
 
-    out: dict[str, Any] = {"model": chat.model, "messages": messages}
-    if chat.max_completion_tokens is not None:
-        out["max_tokens"], max_param = chat.max_completion_tokens, "max_completion_tokens"
-    elif chat.max_tokens is not None:
-        out["max_tokens"], max_param = chat.max_tokens, "max_tokens"
+    out: dict[str, Any] = {"model": chat["model"], "messages": messages}
+    if get("max_completion_tokens") is not None:
+        out["max_tokens"], max_param = chat["max_completion_tokens"], "max_completion_tokens"
+    elif get("max_tokens") is not None:
+        out["max_tokens"], max_param = chat["max_tokens"], "max_tokens"
     else:
-        out["max_tokens"], max_param = models.max_tokens(chat.model) or DEFAULT_MAX_TOKENS, None
+        out["max_tokens"], max_param = models.max_tokens(chat["model"]) or DEFAULT_MAX_TOKENS, None
     if system:
         out["system"] = "\n".join(system)
-    stops = _stop_sequences(chat.stop)
-    if stops:
-        out["stop_sequences"] = stops
-    if chat.temperature is not None:
-        out["temperature"] = min(chat.temperature, 1.0)
-    if chat.top_p is not None:
-        out["top_p"] = chat.top_p
-    definitions = [t.function for t in chat.tools] if chat.tools is not None else chat.functions
-    where = "tools[{}].function" if chat.tools is not None else "functions[{}]"
+    if get("stop") is not None:
+        stops = _stop_sequences(chat["stop"])
+        if stops:
+            out["stop_sequences"] = stops
+    if get("temperature") is not None:
+        out["temperature"] = min(chat["temperature"], 1.0)
+    if get("top_p") is not None:
+        out["top_p"] = chat["top_p"]
+    tools = get("tools")
+    definitions = [t["function"] for t in tools] if tools is not None else get("functions")
     if definitions:
+        where = "tools[{}].function" if tools is not None else "functions[{}]"
         out["tools"] = [_tool(d, where.format(k)) for k, d in enumerate(definitions)]
-    choice = _tool_choice(chat)
-    if choice is not None and definitions:  # a choice without tools has nothing to choose from
-        out["tool_choice"] = choice
-    if chat.thinking is not None:
-        out["thinking"] = chat.thinking
-    if chat.stream:
+        choice = _tool_choice(chat)
+        if choice is not None:  # (a choice without tools has nothing to choose from: dropped)
+            out["tool_choice"] = choice
+    if get("thinking") is not None:
+        out["thinking"] = chat["thinking"]
+    stream = bool(get("stream"))
+    if stream:
         out["stream"] = True
 
-    functions = chat.tools is None and bool(chat.functions)
+    functions = tools is None and bool(get("functions"))
     try:
         validated = validate_message_request(out, V2023_06_01, models)
     except ApiError as exc:
         raise _from_messages_error(exc, max_param, functions) from None
+    options = get("stream_options")
     return ChatRequest(
         validated,
-        stream=bool(chat.stream),
-        include_usage=bool(chat.stream and chat.stream_options and chat.stream_options.include_usage),
+        stream=stream,
+        include_usage=bool(stream and options and options.get("include_usage")),
         functions=functions,
     )
 
