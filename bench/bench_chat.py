@@ -61,8 +61,8 @@ wrk.headers["Content-Type"] = "application/json"
 
 
 def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def run_wrk(url: str, path: str, concurrency: int, seconds: float, workdir: Path) -> dict[str, object]:
@@ -76,6 +76,8 @@ def run_wrk(url: str, path: str, concurrency: int, seconds: float, workdir: Path
         text=True,
         check=True,
     ).stdout
+    if not re.search(r"^\s*99%\s+\S+$", out, re.M):
+        raise RuntimeError(f"wrk gave no latency distribution:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "endpoint": path,
