@@ -155,7 +155,9 @@ def main() -> None:
                 # Each round's ratio to /v1/messages in the same round, then their median:
                 # drift of a shared machine cancels out within a round.
                 "vs_messages": (
-                    round(statistics.median(r["req_per_s"] / m["req_per_s"] for r, m in zip(rows, base)), 3) if base else None
+                    round(statistics.median(r["req_per_s"] / m["req_per_s"] for r, m in zip(rows, base)), 3)
+                    if base
+                    else None
                 ),
                 "errors": sum(r["errors"] for r in rows),
             }

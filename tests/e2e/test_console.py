@@ -204,7 +204,9 @@ def test_models_page_shows_working_snippets(server: ServerProcess, browser: Brow
     assert f'base_url="{server.url}/v1/"' in chat and "chat.completions.create" in chat
     done = subprocess.run([sys.executable, "-c", chat], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip(), done.stderr
-    answered = subprocess.run(["bash", "-c", curl + " --silent --show-error"], capture_output=True, text=True, timeout=60)
+    answered = subprocess.run(
+        ["bash", "-c", curl + " --silent --show-error"], capture_output=True, text=True, timeout=60
+    )
     assert answered.returncode == 0, answered.stderr
     assert '"type":"completion"' in answered.stdout, answered.stdout
 

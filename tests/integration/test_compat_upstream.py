@@ -11,9 +11,9 @@ import openai
 import orjson
 import pytest
 
+from support.legacy import check_legacy_completions, legacy_completions
 from support.llama import LlamaUpstream
 from support.server import ServerProcess
-from support.legacy import check_legacy_completions, legacy_completions
 
 UPSTREAM_KEY = "sk-upstream-test"
 KINDS = ["openai", "anthropic"]
@@ -67,7 +67,9 @@ def test_chat_completion_through_each_backend(gateway: ServerProcess, kind: str)
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_chat_stream_with_usage_through_each_backend(gateway: ServerProcess, kind: str) -> None:
-    chunks = list(client(gateway).chat.completions.create(**ask(kind), stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client(gateway).chat.completions.create(**ask(kind), stream=True, stream_options={"include_usage": True})
+    )
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) >= 2
     assert chunks[-1].choices == [] and 0 < chunks[-1].usage.completion_tokens <= 16
@@ -95,7 +97,13 @@ def test_chat_tool_turn_through_each_backend(gateway: ServerProcess, kind: str) 
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}],
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "4 degrees and rain"},
     ]

@@ -26,12 +26,16 @@ def test_legacy_sdk_completions_on_the_simulator(server) -> None:
 
 def test_completion_is_the_message_of_the_same_transcript(server, client: anthropic.Anthropic) -> None:
     with raw(server.url) as http:
-        response = http.post("/v1/complete", json={"model": "claude-sim", "prompt": PROMPT, "max_tokens_to_sample": 200})
+        response = http.post(
+            "/v1/complete", json={"model": "claude-sim", "prompt": PROMPT, "max_tokens_to_sample": 200}
+        )
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     assert response.headers["request-id"].startswith("req_") and "x-request-id" not in response.headers
     body = response.json()
     assert set(body) == {"type", "id", "completion", "stop_reason", "stop", "model"}
-    message = client.messages.create(model="claude-sim", max_tokens=200, messages=[{"role": "user", "content": "Tell me about rivers"}])
+    message = client.messages.create(
+        model="claude-sim", max_tokens=200, messages=[{"role": "user", "content": "Tell me about rivers"}]
+    )
     assert body["completion"] == message.content[0].text
     assert message.stop_reason == "end_turn" and (body["stop_reason"], body["stop"]) == ("stop_sequence", "\n\nHuman:")
 
@@ -39,7 +43,12 @@ def test_completion_is_the_message_of_the_same_transcript(server, client: anthro
     with raw(server.url) as http:
         stopped = http.post(
             "/v1/complete",
-            json={"model": "claude-sim", "prompt": f"Be brief.{PROMPT}", "max_tokens_to_sample": 200, "stop_sequences": [word]},
+            json={
+                "model": "claude-sim",
+                "prompt": f"Be brief.{PROMPT}",
+                "max_tokens_to_sample": 200,
+                "stop_sequences": [word],
+            },
         ).json()
     assert stopped["stop_reason"] == "stop_sequence" and stopped["stop"] == word
 
@@ -56,8 +65,13 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 def test_stream_events_on_the_wire(server) -> None:
     with raw(server.url) as http:
-        response = http.post("/v1/complete", json={"model": "claude-sim", "prompt": PROMPT, "max_tokens_to_sample": 8, "stream": True})
-        failing = http.post("/v1/complete", json={"model": "midstream-model", "prompt": PROMPT, "max_tokens_to_sample": 8, "stream": True})
+        response = http.post(
+            "/v1/complete", json={"model": "claude-sim", "prompt": PROMPT, "max_tokens_to_sample": 8, "stream": True}
+        )
+        failing = http.post(
+            "/v1/complete",
+            json={"model": "midstream-model", "prompt": PROMPT, "max_tokens_to_sample": 8, "stream": True},
+        )
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
     events = parse_sse(response.text)
     assert {name for name, _ in events} == {"completion", "ping"}
@@ -66,25 +80,39 @@ def test_stream_events_on_the_wire(server) -> None:
     assert completions[-1]["completion"] == "" and completions[-1]["stop_reason"] == "max_tokens"
     assert failing.status_code == 200
     last_name, last = parse_sse(failing.text)[-1]
-    assert last_name == "error" and last["type"] == "error" and last["error"]["type"] in ("api_error", "overloaded_error")
+    assert (
+        last_name == "error" and last["type"] == "error" and last["error"]["type"] in ("api_error", "overloaded_error")
+    )
     assert last["request_id"] == failing.headers["request-id"]
 
 
 def test_errors_are_anthropic_s(server) -> None:
     with raw(server.url) as http:
         no_version = http.post(
-            "/v1/complete", json={"model": "claude-sim", "prompt": PROMPT, "max_tokens_to_sample": 8}, headers={"anthropic-version": ""}
+            "/v1/complete",
+            json={"model": "claude-sim", "prompt": PROMPT, "max_tokens_to_sample": 8},
+            headers={"anthropic-version": ""},
         )
-        end = http.post("/v1/complete", json={"model": "claude-sim", "prompt": "\n\nHuman: Hi", "max_tokens_to_sample": 8})
+        end = http.post(
+            "/v1/complete", json={"model": "claude-sim", "prompt": "\n\nHuman: Hi", "max_tokens_to_sample": 8}
+        )
         missing = http.post("/v1/complete", json={"model": "claude-sim", "prompt": PROMPT})
-        unknown = http.post("/v1/complete", json={"model": "claude-sim", "prompt": PROMPT, "max_tokens_to_sample": 8, "n": 2})
+        unknown = http.post(
+            "/v1/complete", json={"model": "claude-sim", "prompt": PROMPT, "max_tokens_to_sample": 8, "n": 2}
+        )
         capped = http.post("/v1/complete", json={"model": "capped-model", "prompt": PROMPT, "max_tokens_to_sample": 65})
-    assert no_version.status_code == 400 and no_version.json()["error"]["message"] == "anthropic-version: header is required"
+    assert (
+        no_version.status_code == 400
+        and no_version.json()["error"]["message"] == "anthropic-version: header is required"
+    )
     for response, message in [
         (end, 'prompt must end with "\n\nAssistant:" turn'),
         (missing, "max_tokens_to_sample: Field required"),
         (unknown, "n: Extra inputs are not permitted"),
-        (capped, "max_tokens_to_sample: 65 > 64, which is the maximum allowed number of output tokens for capped-model"),
+        (
+            capped,
+            "max_tokens_to_sample: 65 > 64, which is the maximum allowed number of output tokens for capped-model",
+        ),
     ]:
         assert response.status_code == 400
         assert response.json() == {

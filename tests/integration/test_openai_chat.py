@@ -94,7 +94,11 @@ class Gateway:
 def make_key(workspace: str, database_url: str, cwd: Path) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "batchyard", "keys", "create", "--workspace", workspace, "--database", database_url],
-        capture_output=True, text=True, timeout=60, cwd=cwd, env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ},
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -144,7 +148,9 @@ def test_create_is_the_message_of_the_same_question(gateway: Gateway) -> None:
     short = gateway.openai().chat.completions.create(**chat(max_tokens=None, max_completion_tokens=3))
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
     word = message.content[0].text.split()[4]
-    stopped = gateway.openai().chat.completions.create(**chat(stop=[word], temperature=1.5, top_p=0.9, seed=7, user="me"))
+    stopped = gateway.openai().chat.completions.create(
+        **chat(stop=[word], temperature=1.5, top_p=0.9, seed=7, user="me")
+    )
     assert stopped.choices[0].finish_reason == "stop"
     assert stopped.choices[0].message.content == message.content[0].text[: message.content[0].text.index(word)]
 
@@ -183,12 +189,25 @@ def test_multi_turn_with_tool_calls_and_results(gateway: Gateway) -> None:
 
 def test_forced_and_refused_tool_choice(gateway: Gateway) -> None:
     client = gateway.openai()
-    ask = {"model": "claude-sim", "messages": [{"role": "user", "content": "Weather and time?"}], "tools": [WEATHER, CLOCK]}
+    ask = {
+        "model": "claude-sim",
+        "messages": [{"role": "user", "content": "Weather and time?"}],
+        "tools": [WEATHER, CLOCK],
+    }
     for _ in range(3):
-        named = client.chat.completions.create(**ask, tool_choice={"type": "function", "function": {"name": "get_time"}})
+        named = client.chat.completions.create(
+            **ask, tool_choice={"type": "function", "function": {"name": "get_time"}}
+        )
         assert [c.function.name for c in named.choices[0].message.tool_calls] == ["get_time"]
     required = client.chat.completions.create(
-        **{**ask, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "go"}]},
+        **{
+            **ask,
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "go"},
+            ],
+        },
         tool_choice="required",
         parallel_tool_calls=False,
     )
@@ -263,11 +282,18 @@ def test_streamed_tool_calls(gateway: Gateway) -> None:
 def test_images_and_thinking_pass_through(gateway: Gateway) -> None:
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
     client = gateway.openai()
-    content = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}", "detail": "low"}}]
+    content = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}", "detail": "low"}},
+    ]
     with_image = client.chat.completions.create(model="claude-sim", messages=[{"role": "user", "content": content}])
-    without = client.chat.completions.create(model="claude-sim", messages=[{"role": "user", "content": "What is this?"}])
+    without = client.chat.completions.create(
+        model="claude-sim", messages=[{"role": "user", "content": "What is this?"}]
+    )
     assert with_image.usage.prompt_tokens > without.usage.prompt_tokens + 50  # the image reached the model
-    thinking = client.chat.completions.create(**chat(), extra_body={"thinking": {"type": "enabled", "budget_tokens": 2000}})
+    thinking = client.chat.completions.create(
+        **chat(), extra_body={"thinking": {"type": "enabled", "budget_tokens": 2000}}
+    )
     assert thinking.choices[0].message.content  # the reasoning itself is not returned
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(**chat(), extra_body={"thinking": {"type": "enabled", "budget_tokens": 5}})
@@ -294,11 +320,14 @@ def test_bad_requests_are_bad_request_errors(gateway: Gateway) -> None:
     assert empty.value.param == "messages" and empty.value.code == "empty_array"
     with pytest.raises(openai.BadRequestError) as orphan:
         client.chat.completions.create(
-            model="claude-sim", messages=[{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "call_1", "content": "y"}]
+            model="claude-sim",
+            messages=[{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "call_1", "content": "y"}],
         )
     assert orphan.value.param == "messages[1].role"
     with pytest.raises(openai.BadRequestError) as too_many:
-        client.chat.completions.create(model="capped-model", messages=[{"role": "user", "content": "x"}], max_completion_tokens=65)
+        client.chat.completions.create(
+            model="capped-model", messages=[{"role": "user", "content": "x"}], max_completion_tokens=65
+        )
     assert too_many.value.param == "max_completion_tokens" and "65 > 64" in too_many.value.message
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
@@ -339,7 +368,9 @@ def test_backend_failures(gateway: Gateway) -> None:
         client.chat.completions.create(model="broken-model", messages=[{"role": "user", "content": "x"}])
     assert overloaded.value.status_code == 529 and overloaded.value.type == "overloaded_error"
     with pytest.raises(openai.APIError) as midstream:
-        for _ in client.chat.completions.create(model="midstream-model", messages=[{"role": "user", "content": "x"}], stream=True):
+        for _ in client.chat.completions.create(
+            model="midstream-model", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
             pass
     assert midstream.value.body is not None and midstream.value.body["type"] in ("api_error", "overloaded_error")
 

@@ -35,7 +35,10 @@ def check_legacy_completions(seen: dict[str, Any], model: str) -> None:
     assert seen["short"]["stop_reason"] == "max_tokens"
     stream = seen["stream"]
     assert all(e["type"] == "completion" and e["id"] == stream[0]["id"] for e in stream)
-    assert all(e["stop_reason"] is None for e in stream[:-1]) and stream[-1]["stop_reason"] in ("stop_sequence", "max_tokens")
+    assert all(e["stop_reason"] is None for e in stream[:-1]) and stream[-1]["stop_reason"] in (
+        "stop_sequence",
+        "max_tokens",
+    )
     assert len(stream) >= 2 and "".join(e["completion"] for e in stream)
     assert seen["bad_prompt"] == {
         "status": 400,

@@ -103,7 +103,9 @@ def test_user_parts_images_and_dropped_parts() -> None:
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
     ]
-    bad = refused(ask({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AA"}}]}))
+    bad = refused(
+        ask({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AA"}}]})
+    )
     assert bad.param == "messages[0].content[0].image_url.url" and "image/tiff" in bad.message
     only_audio = refused(ask({"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}))
     assert only_audio.param == "messages[0].content"
@@ -117,8 +119,16 @@ def test_tool_calls_and_tool_results() -> None:
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
-                    {"id": "call.2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    },
+                    {
+                        "id": "call.2",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                    },
                 ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": "4 degrees"},
@@ -167,7 +177,11 @@ def test_deprecated_functions_and_function_role() -> None:
     call = chat.translate_request(
         ask(
             USER,
-            {"role": "assistant", "content": "", "function_call": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+            {
+                "role": "assistant",
+                "content": "",
+                "function_call": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+            },
             {"role": "function", "name": "get_weather", "content": "4 degrees"},
             functions=[WEATHER["function"]],
             function_call={"name": "get_weather"},
@@ -179,7 +193,9 @@ def test_deprecated_functions_and_function_role() -> None:
     assert body["messages"][1]["content"] == [
         {"type": "tool_use", "id": "function_call_1", "name": "get_weather", "input": {"city": "Oslo"}}
     ]
-    assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "function_call_1", "content": "4 degrees"}]
+    assert body["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "function_call_1", "content": "4 degrees"}
+    ]
     assert body["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
     orphan = refused(ask(USER, {"role": "function", "name": "get_weather", "content": "x"}))
     assert orphan.param == "messages[1].role"
@@ -190,19 +206,49 @@ def test_deprecated_functions_and_function_role() -> None:
     [
         ({"model": "claude-sim"}, "messages", "missing_required_parameter", "Missing required parameter: 'messages'."),
         (ask(), "messages", "empty_array", "Invalid 'messages': empty array."),
-        (ask({"role": "robot", "content": "x"}), "messages[0].role", "invalid_value", "Invalid value: 'robot'. Supported"),
+        (
+            ask({"role": "robot", "content": "x"}),
+            "messages[0].role",
+            "invalid_value",
+            "Invalid value: 'robot'. Supported",
+        ),
         (ask({"content": "x"}), "messages[0].role", "missing_required_parameter", "Missing required parameter"),
-        (ask({"role": "user", "content": 3}), "messages[0].content", "invalid_type", "expected one of a string or array"),
-        (ask({"role": "user", "content": [{"type": "video"}]}), "messages[0].content[0].type", "invalid_value", "'video'"),
+        (
+            ask({"role": "user", "content": 3}),
+            "messages[0].content",
+            "invalid_type",
+            "expected one of a string or array",
+        ),
+        (
+            ask({"role": "user", "content": [{"type": "video"}]}),
+            "messages[0].content[0].type",
+            "invalid_value",
+            "'video'",
+        ),
         (ask(USER, temperature="hot"), "temperature", "invalid_type", "expected a decimal, but got a string"),
         (ask(USER, temperature=-0.5), "temperature", "decimal_below_min_value", "Expected a value >= 0"),
         (ask(USER, max_tokens=0), "max_tokens", "integer_below_min_value", "Expected a value >= 1"),
         (ask(USER, n=2), "n", "invalid_value", "only n=1 is supported"),
-        (ask(USER, tools=[{"type": "function", "function": {"name": "bad name"}}]), "tools[0].function.name", "invalid_value", "pattern"),
+        (
+            ask(USER, tools=[{"type": "function", "function": {"name": "bad name"}}]),
+            "tools[0].function.name",
+            "invalid_value",
+            "pattern",
+        ),
         ({**ask(USER), "model": "missing"}, "model", "model_not_found", "model: missing"),
-        ({**ask(USER), "model": "capped", "max_completion_tokens": 100}, "max_completion_tokens", None, "max_completion_tokens: 100 > 64"),
+        (
+            {**ask(USER), "model": "capped", "max_completion_tokens": 100},
+            "max_completion_tokens",
+            None,
+            "max_completion_tokens: 100 > 64",
+        ),
         (ask(USER, thinking={"type": "enabled", "budget_tokens": 5}), "thinking", None, "thinking."),
-        (ask(USER, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice", None, "nope"),
+        (
+            ask(USER, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}),
+            "tool_choice",
+            None,
+            "nope",
+        ),
         ([USER], None, "invalid_type", "expected an object, but got an array"),
     ],
 )
@@ -222,7 +268,9 @@ def test_tool_messages_must_answer_the_calls_before_them() -> None:
     assert stray.param == "messages[1].role" and "must be a response to a preceding message" in stray.message
     unanswered = refused(ask(USER, calls, {"role": "user", "content": "and?"}, tools=[WEATHER]))
     assert unanswered.param == "messages[2].role" and "call_1" in unanswered.message
-    bad_arguments = refused(ask(USER, {**calls, "tool_calls": [{**calls["tool_calls"][0], "function": {"name": "f", "arguments": "[1"}}]}))
+    bad_arguments = refused(
+        ask(USER, {**calls, "tool_calls": [{**calls["tool_calls"][0], "function": {"name": "f", "arguments": "[1"}}]})
+    )
     assert bad_arguments.param == "messages[1].tool_calls[0].function.arguments"
 
 
@@ -235,7 +283,12 @@ def message(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> dic
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": {"input_tokens": 7, "output_tokens": 5, "cache_creation_input_tokens": 2, "cache_read_input_tokens": 1},
+        "usage": {
+            "input_tokens": 7,
+            "output_tokens": 5,
+            "cache_creation_input_tokens": 2,
+            "cache_read_input_tokens": 1,
+        },
     }
 
 
@@ -268,7 +321,9 @@ def test_chat_completion_object() -> None:
         "service_tier": None,
         "system_fingerprint": None,
     }
-    tools = chat.chat_completion(message([{"type": "thinking", "thinking": "hm", "signature": "s"}, TOOL_USE], "tool_use"), call)
+    tools = chat.chat_completion(
+        message([{"type": "thinking", "thinking": "hm", "signature": "s"}, TOOL_USE], "tool_use"), call
+    )
     choice = tools["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     assert choice["message"]["tool_calls"] == [
@@ -282,8 +337,15 @@ def test_chat_completion_object() -> None:
 
 @pytest.mark.parametrize(
     ("stop_reason", "finish"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
-     ("refusal", "content_filter"), ("pause_turn", "stop"), ("model_context_window_exceeded", "length")],
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+    ],
 )
 def test_finish_reasons(stop_reason: str, finish: str) -> None:
     call = chat.translate_request(ask(USER), MODELS)
@@ -311,7 +373,12 @@ def test_stream_chunks_add_up_to_the_completion() -> None:
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "Rivers run to the sea."
     calls = [d for c in chunks if c["choices"] for d in c["choices"][0]["delta"].get("tool_calls") or []]
-    assert calls[0] == {"index": 0, "id": "toolu_01x", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    assert calls[0] == {
+        "index": 0,
+        "id": "toolu_01x",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     arguments = "".join(d["function"]["arguments"] for d in calls)
     assert orjson.loads(arguments) == {"city": "Oslo"}
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls" and chunks[-2]["usage"] is None

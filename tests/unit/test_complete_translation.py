@@ -69,7 +69,10 @@ def test_prefill_and_light_sanitising() -> None:
         ("Hello, world\n\nAssistant:", complete.MUST_START),
         ("\n\nAssistant: Hello, world\n\nHuman: Hello, Claude\n\nAssistant:", complete.MUST_START),
         ("\n\nHuman: Hello, Claude", complete.MUST_END),
-        ("\n\nHuman: Hello, Claude\n\nAssistant: Hello, world\n\nHuman: How many toes do dogs have?", complete.MUST_END),
+        (
+            "\n\nHuman: Hello, Claude\n\nAssistant: Hello, world\n\nHuman: How many toes do dogs have?",
+            complete.MUST_END,
+        ),
         ("\n\nHuman: Hello, Claude \nAssistant:", complete.MUST_END),
     ],
 )
@@ -86,10 +89,16 @@ def test_the_api_s_words_for_a_bad_prompt() -> None:
 def test_field_errors() -> None:
     good = {"model": "claude-sim", "max_tokens_to_sample": 5, "prompt": "\n\nHuman: Hi\n\nAssistant:"}
     assert refused({"model": "claude-sim", "prompt": "x"}).message == "max_tokens_to_sample: Field required"
-    assert refused({**good, "max_tokens_to_sample": 0}).message.startswith("max_tokens_to_sample: Input should be greater")
-    assert refused({**good, "temperature": 2}).message.startswith("temperature: Input should be less than or equal to 1")
+    assert refused({**good, "max_tokens_to_sample": 0}).message.startswith(
+        "max_tokens_to_sample: Input should be greater"
+    )
+    assert refused({**good, "temperature": 2}).message.startswith(
+        "temperature: Input should be less than or equal to 1"
+    )
     assert refused({**good, "messages": []}).message == "messages: Extra inputs are not permitted"
-    assert refused({**good, "model": "capped", "max_tokens_to_sample": 100}).message.startswith("max_tokens_to_sample: 100 > 64")
+    assert refused({**good, "model": "capped", "max_tokens_to_sample": 100}).message.startswith(
+        "max_tokens_to_sample: 100 > 64"
+    )
     missing = refused({**good, "model": "nope"})
     assert missing.status == 404 and missing.message == "model: nope"
     assert "removed in anthropic-version 2026-10-21" in refused({**good, "temperature": 0.5}, "2026-10-21").message

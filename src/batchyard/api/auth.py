@@ -44,7 +44,9 @@ class Auth:
         key = credential_from(headers)
         if key is None:
             if state.get("surface") is Surface.OPENAI:  # the openai SDK sends the key as a Bearer token
-                raise ApiError("authentication_error", "Authorization header is required (Authorization: Bearer <API key>)")
+                raise ApiError(
+                    "authentication_error", "Authorization header is required (Authorization: Bearer <API key>)"
+                )
             raise ApiError("authentication_error", "x-api-key header is required")
         if self.ring is None or not await self.ring.keys_required():
             state["workspace_id"] = OPEN_WORKSPACE

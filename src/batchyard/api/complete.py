@@ -26,9 +26,7 @@ async def create_completion(request: Request) -> Response:
     if not call.stream:
         return json_response(complete.completion(await svc.messages.create(call.validated)))
     events = await svc.messages.stream(call.validated)
-    return StreamingResponse(
-        _sse(events, request_id_of(request)), media_type="text/event-stream", headers=SSE_HEADERS
-    )
+    return StreamingResponse(_sse(events, request_id_of(request)), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _sse(events: AsyncIterator[dict[str, Any]], request_id: str | None) -> AsyncIterator[bytes]:

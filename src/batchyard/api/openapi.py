@@ -179,7 +179,10 @@ SCHEMAS: dict[str, Any] = {
                             "properties": {
                                 "role": {"const": "assistant"},
                                 "content": _nullable({"type": "string"}),
-                                "tool_calls": {"type": "array", "items": {"type": "object", "required": ["id", "type", "function"]}},
+                                "tool_calls": {
+                                    "type": "array",
+                                    "items": {"type": "object", "required": ["id", "type", "function"]},
+                                },
                                 "function_call": {"type": "object", "required": ["name", "arguments"]},
                             },
                         },
@@ -189,7 +192,9 @@ SCHEMAS: dict[str, Any] = {
             "usage": {
                 "type": "object",
                 "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-                "properties": {k: {"type": "integer", "minimum": 0} for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+                "properties": {
+                    k: {"type": "integer", "minimum": 0} for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+                },
             },
         },
     },

@@ -114,7 +114,9 @@ def translate_request(body: Any, version: str, models: ModelResolver) -> Complet
         if not exc.message.startswith("max_tokens:"):
             raise
         # The limit check names the Messages field; name the one the client sent.
-        raise ApiError(exc.error_type, "max_tokens_to_sample" + exc.message[len("max_tokens") :], status=exc.status) from None
+        raise ApiError(
+            exc.error_type, "max_tokens_to_sample" + exc.message[len("max_tokens") :], status=exc.status
+        ) from None
     return CompleteRequest(validated, bool(request.stream))
 
 

@@ -309,7 +309,9 @@ def openai_validation_error(exc: ValidationError) -> ApiError:
         if not isinstance(value, dict):
             param = param_path(loc)
             return bad_request(
-                f"Invalid type for '{param}': expected an object, but got {_json_kind(value)} instead.", param, "invalid_type"
+                f"Invalid type for '{param}': expected an object, but got {_json_kind(value)} instead.",
+                param,
+                "invalid_type",
             )
         param = param_path((*loc, key))
         if key not in value:
@@ -448,7 +450,9 @@ def _user_parts(content: list[Any], where: str) -> list[dict[str, Any]]:
             blocks.append(_image_block(part, f"{where}.content[{j}]"))
     if not blocks:
         raise bad_request(
-            f"Invalid '{where}.content': it has no text or image_url part with content.", f"{where}.content", "invalid_value"
+            f"Invalid '{where}.content': it has no text or image_url part with content.",
+            f"{where}.content",
+            "invalid_value",
         )
     return blocks
 
@@ -462,7 +466,9 @@ def _arguments(arguments: str, where: str) -> dict[str, Any]:
         value = None
     if not isinstance(value, dict):
         raise bad_request(
-            f"Invalid '{where}.arguments': expected a JSON object encoded as a string.", f"{where}.arguments", "invalid_value"
+            f"Invalid '{where}.arguments': expected a JSON object encoded as a string.",
+            f"{where}.arguments",
+            "invalid_value",
         )
     return value
 
@@ -490,7 +496,10 @@ def _tool_schema(parameters: dict[str, Any] | None, where: str) -> dict[str, Any
 
 
 def _tool(definition: FunctionDefinition, where: str) -> dict[str, Any]:
-    tool: dict[str, Any] = {"name": definition["name"], "input_schema": _tool_schema(definition.get("parameters"), where)}
+    tool: dict[str, Any] = {
+        "name": definition["name"],
+        "input_schema": _tool_schema(definition.get("parameters"), where),
+    }
     if definition.get("description"):
         tool["description"] = definition["description"]
     return tool
@@ -502,7 +511,9 @@ def _named(choice: dict[str, Any], param: str, nested: bool) -> str:
     name = holder.get("name") if isinstance(holder, dict) else None
     if nested and choice.get("type") != "function":
         raise bad_request(
-            f"Invalid value: '{choice.get('type')}'. Supported values are: 'function'.", f"{param}.type", "invalid_value"
+            f"Invalid value: '{choice.get('type')}'. Supported values are: 'function'.",
+            f"{param}.type",
+            "invalid_value",
         )
     if not isinstance(name, str) or not name:
         where = f"{param}.function.name" if nested else f"{param}.name"
@@ -654,7 +665,9 @@ def translate_request(body: Any, models: ModelResolver) -> ChatRequest:
     ApiError (OpenAI's wording, ``param`` set) when it is not acceptable."""
     if not isinstance(body, dict):
         raise bad_request(
-            f"Invalid type for request body: expected an object, but got {_json_kind(body)} instead.", None, "invalid_type"
+            f"Invalid type for request body: expected an object, but got {_json_kind(body)} instead.",
+            None,
+            "invalid_type",
         )
     try:
         chat = CHAT_REQUEST.validate_python(body)
@@ -755,7 +768,9 @@ def chat_completion(message: dict[str, Any], call: ChatRequest, created: int | N
             texts.append(block["text"])
         elif kind == "tool_use":
             arguments = orjson.dumps(block["input"]).decode()
-            calls.append({"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}})
+            calls.append(
+                {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
+            )
     reply: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not calls else None,
@@ -772,7 +787,12 @@ def chat_completion(message: dict[str, Any], call: ChatRequest, created: int | N
         "created": int(time.time()) if created is None else created,
         "model": message["model"],
         "choices": [
-            {"index": 0, "message": reply, "logprobs": None, "finish_reason": finish_reason(message["stop_reason"], call)}
+            {
+                "index": 0,
+                "message": reply,
+                "logprobs": None,
+                "finish_reason": finish_reason(message["stop_reason"], call),
+            }
         ],
         "usage": usage(message["usage"]),
         "service_tier": None,
@@ -818,7 +838,11 @@ class ChunkStream:
             position = self.tool_calls.get(event["index"])
             if delta["type"] == "input_json_delta" and delta["partial_json"] and position is not None:
                 if not self.call.functions:
-                    return [self._chunk({"tool_calls": [{"index": position, "function": {"arguments": delta["partial_json"]}}]})]
+                    return [
+                        self._chunk(
+                            {"tool_calls": [{"index": position, "function": {"arguments": delta["partial_json"]}}]}
+                        )
+                    ]
                 if position == 0:
                     return [self._chunk({"function_call": {"arguments": delta["partial_json"]}})]
             return []
@@ -839,7 +863,12 @@ class ChunkStream:
                 if position > 0:
                     return []  # `function_call` carries one call
                 return [self._chunk({"function_call": {"name": block["name"], "arguments": ""}})]
-            call = {"index": position, "id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": ""}}
+            call = {
+                "index": position,
+                "id": block["id"],
+                "type": "function",
+                "function": {"name": block["name"], "arguments": ""},
+            }
             return [self._chunk({"tool_calls": [call]})]
         if kind == "message_delta":
             self.stop_reason = (event.get("delta") or {}).get("stop_reason") or self.stop_reason
