@@ -190,6 +190,27 @@ def test_models_page_and_narrow_screen(server: ServerProcess, browser: Browser) 
         context.close()
 
 
+def test_models_page_shows_working_snippets(server: ServerProcess, browser: Browser) -> None:
+    """The two snippets under the models table, copied as shown, answer."""
+    page = Watched(browser.new_page())
+    try:
+        page.page.goto(f"{server.url}/console/#/models")
+        expect(page.page.locator("#models-table")).to_be_visible()
+        chat = page.page.locator("#chat-snippet").inner_text()
+        curl = page.page.locator("#complete-snippet").inner_text()
+        assert page.errors == [], page.errors
+    finally:
+        page.page.close()
+    assert f'base_url="{server.url}/v1/"' in chat and "chat.completions.create" in chat
+    done = subprocess.run([sys.executable, "-c", chat], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    answered = subprocess.run(
+        ["bash", "-c", curl + " --silent --show-error"], capture_output=True, text=True, timeout=60
+    )
+    assert answered.returncode == 0, answered.stderr
+    assert '"type":"completion"' in answered.stdout, answered.stdout
+
+
 def test_key_field_when_keys_are_required(browser: Browser, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'keyed.db'}"
     made = subprocess.run(

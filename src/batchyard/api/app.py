@@ -21,10 +21,12 @@ from ..services import open_services
 from ..store.database import SoleEngineLock
 from ..store.ratelimits import RateStore
 from . import batches as batch_routes
+from . import complete as complete_routes
 from . import files as file_routes
 from . import messages as message_routes
 from . import models as model_routes
 from . import observability
+from . import openai_chat as chat_routes
 from .auth import Auth
 from .middleware import ApiMiddleware
 from .ratelimit import SharedRequestLimiter
@@ -93,6 +95,8 @@ def create_app(
             *batch_routes.routes,
             *message_routes.routes,
             *file_routes.routes,
+            *chat_routes.routes,
+            *complete_routes.routes,
             *model_routes.routes,
             *observability.routes,
             *console_routes.routes,

@@ -17,6 +17,7 @@ from ..config import Settings
 from ..keys import KeyRing
 from ..protocol.errors import MAX_ECHO, ApiError, bounded
 from .ratelimit import RequestLimiter, SharedRequestLimiter
+from .surfaces import Surface
 
 OPEN_WORKSPACE = "default"
 
@@ -73,6 +74,10 @@ class Auth:
         state = scope["state"]
         key = credential_from(headers)
         if key is None:
+            if state.get("surface") is Surface.OPENAI:  # the openai SDK sends the key as a Bearer token
+                raise ApiError(
+                    "authentication_error", "Authorization header is required (Authorization: Bearer <API key>)"
+                )
             raise ApiError("authentication_error", "x-api-key header is required")
         if self.ring is None or not await self.ring.keys_required():
             self._check_open_mode_origin(headers)
@@ -81,7 +86,7 @@ class Auth:
             return {}
         caller = await self.ring.check(key)
         if caller is None:
-            raise ApiError("authentication_error", "invalid x-api-key")
+            raise ApiError("authentication_error", "invalid x-api-key", code="invalid_api_key")
         asked = headers.get("anthropic-workspace-id")
         if asked is not None and asked.strip() != caller.workspace_id:
             raise ApiError("permission_error", "anthropic-workspace-id does not match the workspace of this API key")
@@ -95,13 +100,14 @@ class Auth:
             decision = self.limiter.take(caller.key_id, per_minute)
         if decision is None:
             return {}
-        limit_headers = decision.headers()
+        limit_headers = decision.headers(state.get("surface", Surface.ANTHROPIC))
         if not decision.allowed:
             raise ApiError(
                 "rate_limit_error",
                 f"This request would exceed the rate limit of {per_minute} requests per minute for this API key. "
                 "Retry after the time in the retry-after header.",
                 headers=limit_headers,
+                code="rate_limit_exceeded",
             )
         return limit_headers
 

@@ -20,7 +20,7 @@ from ..protocol.ids import new_request_id
 from ..protocol.versions import check_version
 from ..store.database import is_database_outage
 from .responses import error_body, error_headers
-from .surfaces import Surface, surface_for
+from .surfaces import Surface, surface_for, surface_headers
 
 log = logging.getLogger("batchyard.api")
 
@@ -37,6 +37,8 @@ async def send_error(
     headers = MutableHeaders()
     headers["content-type"] = "application/json"
     headers["request-id"] = request_id
+    for name, value in surface_headers(surface, request_id):
+        headers.append(name, value)
     for name, value in {**error_headers(exc), **(extra or {})}.items():
         headers[name] = value
     body = error_body(exc, request_id, surface)
@@ -77,6 +79,8 @@ class ApiMiddleware:
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["request-id"] = request_id
+                for name, value in surface_headers(state.get("surface", Surface.ANTHROPIC), request_id):
+                    headers.append(name, value)
                 for name, value in extra_headers.items():
                     headers[name] = value
             await send(message)

@@ -11,9 +11,13 @@ import copy
 from functools import cache
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from .. import __version__
 from ..protocol.batch_create import CUSTOM_ID_PATTERN
+from ..protocol.complete import CompletionRequest
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
+from ..protocol.openai_chat import CHAT_REQUEST
 from ..protocol.versions import SUPPORTED_VERSIONS
 
 REF = "#/components/schemas/{model}"  # pydantic's ref_template form
@@ -41,6 +45,22 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
             },
             "request_id": _nullable({"type": "string"}),
+        },
+    },
+    "OpenAIErrorResponse": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": _nullable({"type": "string"}),
+                    "code": _nullable({"type": "string"}),
+                },
+            },
         },
     },
     "RequestCounts": {
@@ -135,6 +155,61 @@ SCHEMAS: dict[str, Any] = {
             "usage": _ref("Usage"),
         },
     },
+    "ChatCompletion": {
+        "type": "object",
+        "required": ["id", "object", "created", "model", "choices", "usage"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "chat.completion"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["index", "message", "finish_reason"],
+                    "properties": {
+                        "index": {"const": 0},
+                        "finish_reason": {"enum": ["stop", "length", "tool_calls", "content_filter", "function_call"]},
+                        "message": {
+                            "type": "object",
+                            "required": ["role", "content"],
+                            "properties": {
+                                "role": {"const": "assistant"},
+                                "content": _nullable({"type": "string"}),
+                                "tool_calls": {
+                                    "type": "array",
+                                    "items": {"type": "object", "required": ["id", "type", "function"]},
+                                },
+                                "function_call": {"type": "object", "required": ["name", "arguments"]},
+                            },
+                        },
+                    },
+                },
+            },
+            "usage": {
+                "type": "object",
+                "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+                "properties": {
+                    k: {"type": "integer", "minimum": 0} for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+                },
+            },
+        },
+    },
+    "Completion": {
+        "type": "object",
+        "required": ["type", "id", "completion", "stop_reason", "model"],
+        "properties": {
+            "type": {"const": "completion"},
+            "id": {"type": "string"},
+            "completion": {"type": "string"},
+            "stop_reason": _nullable({"enum": ["stop_sequence", "max_tokens"]}),
+            "stop": _nullable({"type": "string"}),
+            "model": {"type": "string"},
+        },
+    },
     "CountTokensResponse": {
         "type": "object",
         "required": ["input_tokens"],
@@ -185,11 +260,31 @@ SSE_EVENT = {
     },
 }
 
+CHUNK_EVENT = {
+    "description": "One server-sent event: `data: <chat.completion.chunk as JSON>`, the last one `data: [DONE]`.",
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}},
+}
+COMPLETION_EVENT = {
+    "description": "One server-sent event; `data` is the event as JSON, its `type` repeating `event`.",
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {"event": {"enum": ["completion", "ping", "error"]}, "data": {"type": "string"}},
+}
+
 REQUEST_ID = {"description": "Id of this request", "schema": {"type": "string", "pattern": "^req_"}}
 RATE_LIMIT_HEADERS = {
     "anthropic-ratelimit-requests-limit": {"schema": {"type": "string"}},
     "anthropic-ratelimit-requests-remaining": {"schema": {"type": "string"}},
     "anthropic-ratelimit-requests-reset": {"schema": {"type": "string"}},
+}
+
+
+OPENAI_RATE_LIMIT_HEADERS = {
+    "x-ratelimit-limit-requests": {"schema": {"type": "string"}},
+    "x-ratelimit-remaining-requests": {"schema": {"type": "string"}},
+    "x-ratelimit-reset-requests": {"schema": {"type": "string"}},
 }
 
 
@@ -230,12 +325,37 @@ def _operation(operation_id: str, summary: str, ok: dict[str, Any], *, parameter
     return op
 
 
-def _pydantic_schema(model: Any, schemas: dict[str, Any]) -> dict[str, Any]:
-    generated = model.model_json_schema(ref_template=REF)
-    for name, definition in generated.pop("$defs", {}).items():
-        schemas.setdefault(name, definition)
-    schemas[model.__name__] = generated
-    return _ref(model.__name__)
+def _openai_operation(operation_id: str, summary: str, ok: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """An operation of the OpenAI surface: no anthropic-version, OpenAI's error envelope
+    and rate-limit header names."""
+    headers = {"request-id": REQUEST_ID, "x-request-id": REQUEST_ID, **OPENAI_RATE_LIMIT_HEADERS}
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "parameters": [],
+        "requestBody": {"required": True, "content": _json(body)},
+        "responses": {
+            "200": {"description": "Success", "headers": headers, "content": ok},
+            "default": {
+                "description": "An OpenAI error envelope",
+                "headers": headers,
+                "content": _json(_ref("OpenAIErrorResponse")),
+            },
+        },
+    }
+
+
+def _pydantic_schema(model: Any, schemas: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The schema of a pydantic model (or of a TypeAdapter, named ``name``)."""
+    if isinstance(model, TypeAdapter):
+        generated = model.json_schema(ref_template=REF)
+    else:
+        generated, name = model.model_json_schema(ref_template=REF), model.__name__
+    for key, definition in generated.pop("$defs", {}).items():
+        schemas.setdefault(key, definition)
+    assert name is not None
+    schemas[name] = generated
+    return _ref(name)
 
 
 @cache
@@ -243,6 +363,8 @@ def _document() -> dict[str, Any]:
     schemas = copy.deepcopy(SCHEMAS)
     create_message = _pydantic_schema(MessageCreateRequest, schemas)
     count_tokens = _pydantic_schema(CountTokensRequest, schemas)
+    create_completion = _pydantic_schema(CompletionRequest, schemas)
+    create_chat_completion = _pydantic_schema(CHAT_REQUEST, schemas, "ChatCompletionRequest")
     paths: dict[str, Any] = {
         "/v1/messages/batches": {
             "post": _operation("createMessageBatch", "Create a Message Batch", _json(_ref("MessageBatch")),
@@ -276,6 +398,22 @@ def _document() -> dict[str, Any]:
             "post": _operation("countMessageTokens", "Count the input tokens of a Messages request",
                                _json(_ref("CountTokensResponse")), body=count_tokens),
         },
+        "/v1/complete": {
+            "post": _operation(
+                "createCompletion",
+                "Create a Text Completion (legacy; SSE with stream: true)",
+                {**_json(_ref("Completion")), "text/event-stream": {"schema": COMPLETION_EVENT}},
+                body=create_completion,
+            ),
+        },
+        "/v1/chat/completions": {
+            "post": _openai_operation(
+                "createChatCompletion",
+                "OpenAI SDK compatibility: create a chat completion (SSE with stream: true)",
+                {**_json(_ref("ChatCompletion")), "text/event-stream": {"schema": CHUNK_EVENT}},
+                create_chat_completion,
+            ),
+        },
         "/v1/models": {
             "get": _operation("listModels", "List the named models", _json(_ref("ModelList")), parameters=PAGING),
         },
@@ -303,7 +441,10 @@ def _document() -> dict[str, Any]:
         "info": {
             "title": "batchyard",
             "version": __version__,
-            "description": "Anthropic's Message Batches and Messages APIs, self-hosted.",
+            "description": (
+                "Anthropic's Message Batches and Messages APIs, self-hosted, with legacy Text Completions "
+                "and the OpenAI SDK compatibility layer (/v1/chat/completions)."
+            ),
         },
         "paths": paths,
         "components": {

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..store.ratelimits import RateStore
+from .surfaces import Surface
 
 log = logging.getLogger("batchyard.ratelimit")
 
@@ -35,12 +36,19 @@ class Decision:
     reset_at: int  # unix seconds when the bucket is full again
     retry_after: float  # seconds until one request is allowed (0 when allowed)
 
-    def headers(self) -> dict[str, str]:
-        headers = {
-            "anthropic-ratelimit-requests-limit": str(self.limit),
-            "anthropic-ratelimit-requests-remaining": str(self.remaining),
-            "anthropic-ratelimit-requests-reset": _rfc3339_seconds(self.reset_at),
-        }
+    def headers(self, surface: Surface = Surface.ANTHROPIC) -> dict[str, str]:
+        if surface is Surface.OPENAI:  # OpenAI's names, and its reset as a duration ("6m0s")
+            headers = {
+                "x-ratelimit-limit-requests": str(self.limit),
+                "x-ratelimit-remaining-requests": str(self.remaining),
+                "x-ratelimit-reset-requests": _duration(self.reset_at - int(time.time())),
+            }
+        else:
+            headers = {
+                "anthropic-ratelimit-requests-limit": str(self.limit),
+                "anthropic-ratelimit-requests-remaining": str(self.remaining),
+                "anthropic-ratelimit-requests-reset": _rfc3339_seconds(self.reset_at),
+            }
         if not self.allowed:
             headers["retry-after"] = str(max(1, math.ceil(self.retry_after)))
         return headers
@@ -170,3 +178,15 @@ class SharedRequestLimiter:
 def _rfc3339_seconds(when: int) -> str:
     """``2026-02-25T20:02:37Z``, as the real service writes reset times."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def _duration(seconds: int) -> str:
+    """``45s``, ``6m0s``, ``1h2m3s``: how OpenAI writes its reset times."""
+    seconds = max(0, seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"

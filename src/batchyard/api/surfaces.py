@@ -42,3 +42,15 @@ def surface_for(path: str, headers: Headers) -> Surface:
 def surface_of(scope: Scope) -> Surface:
     """The surface the middleware decided for this request (Anthropic's before it ran)."""
     return scope.get("state", {}).get("surface", Surface.ANTHROPIC)
+
+
+_OPENAI_VERSION = ("openai-version", "2020-10-01")
+
+
+def surface_headers(surface: Surface, request_id: str) -> tuple[tuple[str, str], ...]:
+    """Headers every answer on a surface carries besides ``request-id`` (names no route
+    sets, so they can be appended): the ``openai`` SDK reads the request id from
+    ``x-request-id``, and Anthropic's OpenAI layer sends ``openai-version``."""
+    if surface is Surface.OPENAI:
+        return (("x-request-id", request_id), _OPENAI_VERSION)
+    return ()

@@ -348,7 +348,32 @@ async function renderModels() {
             el("td", { text: m.display_name }),
             el("td", { class: "optional", text: when(m.created_at) }),
             el("td", { text: m.max_tokens === null ? "—" : number(m.max_tokens) }),
-            el("td", { class: "optional", text: m.capabilities && m.capabilities.batch && m.capabilities.batch.supported ? "yes" : "—" })))))));
+            el("td", { class: "optional", text: m.capabilities && m.capabilities.batch && m.capabilities.batch.supported ? "yes" : "—" })))))),
+    ...callSnippets(models.length ? models[0].id : "claude-sim"));
+}
+
+// How to reach a model from other clients: any OpenAI SDK through /v1/chat/completions,
+// and legacy Text Completions through /v1/complete, with the same key.
+function callSnippets(model) {
+  const origin = location.origin;
+  const chat = [
+    "from openai import OpenAI",
+    "",
+    `client = OpenAI(base_url="${origin}/v1/", api_key="YOUR_KEY")`,
+    "reply = client.chat.completions.create(",
+    `    model="${model}", messages=[{"role": "user", "content": "Hello"}],`,
+    ")",
+    "print(reply.choices[0].message.content)",
+  ].join("\n");
+  const body = JSON.stringify({ model, max_tokens_to_sample: 64, prompt: "\n\nHuman: Hello\n\nAssistant:" });
+  const complete = `curl ${origin}/v1/complete -H "x-api-key: YOUR_KEY" -H "anthropic-version: 2023-06-01" \\\n  -H "content-type: application/json" -d '${body}'`;
+  return [
+    el("h2", { text: "Call a model" }),
+    el("p", { text: "With the OpenAI SDK (POST /v1/chat/completions):" }),
+    el("pre", { class: "snippet", id: "chat-snippet", text: chat }),
+    el("p", { text: "Legacy Text Completions (POST /v1/complete):" }),
+    el("pre", { class: "snippet", id: "complete-snippet", text: complete }),
+  ];
 }
 
 // -- routing -------------------------------------------------------------------------------

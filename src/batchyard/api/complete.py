@@ -1,0 +1,45 @@
+"""``POST /v1/complete``: legacy Text Completions, over the same Messages lifecycle as
+``/v1/messages`` (the translation is in :mod:`batchyard.protocol.complete`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..protocol import complete, sse
+from ..protocol.errors import ApiError, error_envelope
+from .bodies import read_json
+from .messages import SSE_HEADERS
+from .responses import ClosingStreamingResponse, json_response, request_id_of
+from .state import services
+
+
+async def create_completion(request: Request) -> Response:
+    svc = services(request)
+    body = await read_json(request, svc.settings.limits.max_message_bytes, svc.settings.limits.body_timeout)
+    call = complete.translate_request(body, request.scope["state"]["api_version"], svc.messages.router)
+    if not call.stream:
+        return json_response(complete.completion(await svc.messages.create(call.validated)))
+    events = await svc.messages.stream(call.validated)
+    return ClosingStreamingResponse(
+        _sse(events, request_id_of(request)), on_close=events.aclose, media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+async def _sse(events: AsyncIterable[dict[str, Any]], request_id: str | None) -> AsyncIterator[bytes]:
+    stream = complete.CompletionStream()
+    try:
+        async for event in events:
+            for out in stream.feed(event):
+                yield sse.encode(out)
+    except ApiError as exc:
+        # The status line has gone out already: a failure now travels as an error event.
+        yield b"event: error\ndata: " + orjson.dumps(error_envelope(exc.error_type, exc.message, request_id)) + b"\n\n"
+
+
+routes = [Route("/v1/complete", create_completion, methods=["POST"])]

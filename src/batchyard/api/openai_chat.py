@@ -1,0 +1,53 @@
+"""``POST /v1/chat/completions``: Anthropic's OpenAI SDK compatibility, over the same
+Messages lifecycle as ``/v1/messages`` (one path for every backend; the translation is in
+:mod:`batchyard.protocol.openai_chat`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..protocol import openai_chat
+from ..protocol.errors import ApiError
+from .bodies import read_json
+from .messages import SSE_HEADERS
+from .responses import ClosingStreamingResponse, json_response
+from .state import services
+
+
+async def create_chat_completion(request: Request) -> Response:
+    svc = services(request)
+    body = await read_json(request, svc.settings.limits.max_message_bytes, svc.settings.limits.body_timeout)
+    call = openai_chat.translate_request(body, svc.messages.router)
+    if not call.stream:
+        return json_response(openai_chat.chat_completion(await svc.messages.create(call.validated), call))
+    events = await svc.messages.stream(call.validated)
+    return ClosingStreamingResponse(
+        _chunks(events, call), on_close=events.aclose, media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+async def _chunks(events: AsyncIterable[dict[str, Any]], call: openai_chat.ChatRequest) -> AsyncIterator[bytes]:
+    stream = openai_chat.ChunkStream(call)
+    try:
+        async for event in events:
+            chunks = stream.feed(event)
+            if chunks is None:
+                yield b": ping\n\n"  # a comment: keeps proxies from closing a quiet stream
+                continue
+            for chunk in chunks:
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    except ApiError as exc:
+        # The status line has gone out already: OpenAI's streams carry a failure as a data
+        # line with an `error` object, which the openai SDK raises as an APIError.
+        yield b"data: " + orjson.dumps(exc.openai_envelope()) + b"\n\n"
+        return
+    yield b"data: [DONE]\n\n"
+
+
+routes = [Route("/v1/chat/completions", create_chat_completion, methods=["POST"])]
