@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .backends import registry
 from .backends.llamacpp import BUNDLED_MODEL_ID, bundled_model_path, llamacpp_available
-from .routes import Route, route_for
+from .routes import ListedModel, Route, route_for
 
 DEFAULT_DATABASE_URL = "sqlite:///batchyard.db"
 DAY = 86_400.0
@@ -136,6 +136,7 @@ ROUTE_KEYS = {
     "max_input_tokens",
     "max_concurrency",
     "max_attempts",
+    "models",
 }
 
 
@@ -298,7 +299,8 @@ def _parse_route(path: Path, text: str, index: int, table: Any) -> Route:
     for key in ("max_tokens", "max_input_tokens", "max_concurrency", "max_attempts"):
         if key in table and (not isinstance(table[key], int) or isinstance(table[key], bool) or table[key] < 1):
             raise fail(key, "must be a positive integer")
-    return Route(
+    listed = _listed_models(table, fail) if "models" in table else None
+    route = Route(
         id=table["id"],
         backend=backend,
         options=checked.model_dump(),
@@ -309,7 +311,42 @@ def _parse_route(path: Path, text: str, index: int, table: Any) -> Route:
         max_concurrency=table.get("max_concurrency"),
         max_attempts=table.get("max_attempts", 3),
         index=index,
+        models=listed,
     )
+    for model in listed or ():
+        if not route.matches(model.id):
+            raise fail("models", f"{model.id!r} is not a name this route serves (its id is {route.id!r})")
+    return route
+
+
+def _listed_models(table: dict[str, Any], fail: Any) -> tuple[ListedModel, ...]:
+    """``models = ["a", "b"]`` or ``models = [{id = "a", display_name = "A", ...}]``."""
+    value = table["models"]
+    if not isinstance(value, list):
+        raise fail("models", "must be a list of model names or tables")
+    listed = []
+    for item in value:
+        if isinstance(item, str) and item:
+            listed.append(ListedModel(item))
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            raise fail("models", "each entry must be a model name or a table with an id")
+        unknown = set(item) - {"id", "display_name", "created_at", "max_tokens", "max_input_tokens"}
+        if unknown:
+            raise fail("models", f"unknown key {sorted(unknown)[0]!r} in a listed model")
+        for key in ("max_tokens", "max_input_tokens"):
+            if key in item and (not isinstance(item[key], int) or isinstance(item[key], bool) or item[key] < 1):
+                raise fail("models", f"{key} of a listed model must be a positive integer")
+        listed.append(
+            ListedModel(
+                item["id"],
+                item.get("display_name"),
+                item.get("created_at"),
+                item.get("max_tokens"),
+                item.get("max_input_tokens"),
+            )
+        )
+    return tuple(listed)
 
 
 def load_settings(

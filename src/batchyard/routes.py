@@ -14,6 +14,17 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ListedModel:
+    """A model a pattern route advertises in ``GET /v1/models`` (its ``models`` list)."""
+
+    id: str
+    display_name: str | None = None
+    created_at: str | None = None
+    max_tokens: int | None = None
+    max_input_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class Route:
     id: str  # an exact model name, a glob pattern, or "*"
     backend: str
@@ -25,6 +36,9 @@ class Route:
     max_concurrency: int | None = None  # calls in flight to this route; None: the backend's own bound
     max_attempts: int = 3  # tries of a batch line on retryable backend errors
     index: int = 0  # position in the route list: the key of its backend and limiter
+    # For a pattern route: the models it lists (None: the backend's default; the simulator
+    # lists the Claude catalogue, others nothing).
+    models: tuple[ListedModel, ...] | None = None
 
     @property
     def is_pattern(self) -> bool:

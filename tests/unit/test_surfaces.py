@@ -17,7 +17,9 @@ def test_openai_only_paths_are_openai_whatever_the_headers() -> None:
         assert surface_for(path, OPENAI) is Surface.OPENAI
 
 
-def test_files_are_told_apart_by_the_anthropic_version_header() -> None:
+def test_files_and_models_are_told_apart_by_the_anthropic_version_header() -> None:
+    assert surface_for("/v1/models", ANTHROPIC) is Surface.ANTHROPIC
+    assert surface_for("/v1/models/claude-opus-5", OPENAI) is Surface.OPENAI
     assert surface_for("/v1/files", ANTHROPIC) is Surface.ANTHROPIC
     assert surface_for("/v1/files/file_1/content", ANTHROPIC) is Surface.ANTHROPIC
     assert surface_for("/v1/files", OPENAI) is Surface.OPENAI
@@ -25,7 +27,7 @@ def test_files_are_told_apart_by_the_anthropic_version_header() -> None:
 
 
 def test_everything_else_is_anthropic() -> None:
-    for path in ("/v1/messages", "/v1/messages/batches", "/v1/models", "/v1/batchesx", "/v1/filesystem"):
+    for path in ("/v1/messages", "/v1/messages/batches", "/v1/modelsx", "/v1/batchesx", "/v1/filesystem"):
         assert surface_for(path, OPENAI) is Surface.ANTHROPIC
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -9,37 +10,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..protocol.errors import invalid_request, not_found
-from ..protocol.models import model_info
 from .batches import parse_limit
 from .responses import json_response, page_response
 from .state import services
+from .surfaces import Surface, surface_of
 
 
 def listed_models(request: Request) -> list[dict[str, Any]]:
-    """Named routes (patterns and "*" are not models), newest release first."""
-    router = services(request).router
-    infos = []
-    seen: set[str] = set()
-    for index, backend in router.backends.items():
-        route = backend.route
-        if route.is_pattern or route.id in seen:
-            continue
-        seen.add(route.id)
-        infos.append(
-            (
-                index,
-                model_info(
-                    route.id,
-                    display_name=route.display_name,
-                    created_at=route.created_at,
-                    max_input_tokens=route.max_input_tokens,
-                    max_tokens=route.max_tokens,
-                    caps=backend.capabilities(),
-                ),
-            )
-        )
-    infos.sort(key=lambda pair: (pair[1]["created_at"], -pair[0]), reverse=True)
-    return [info for _, info in infos]
+    return services(request).router.listed_models()
 
 
 async def list_models(request: Request) -> Response:
@@ -61,16 +39,26 @@ async def list_models(request: Request) -> Response:
         stop = ids.index(before)
     window = models[start:stop]
     page = window[-limit:] if before is not None and after is None else window[:limit]
+    if surface_of(request.scope) is Surface.OPENAI:  # the openai SDK's client.models.list()
+        return json_response({"object": "list", "data": [openai_model(m) for m in models]})
     return page_response(page, len(window) > limit)
+
+
+def openai_model(info: dict[str, Any]) -> dict[str, Any]:
+    """A ModelInfo as OpenAI's Model object (``GET /v1/models`` with no anthropic-version)."""
+    created = datetime.fromisoformat(info["created_at"].replace("Z", "+00:00"))
+    return {"id": info["id"], "object": "model", "created": int(created.timestamp()), "owned_by": "batchyard"}
 
 
 async def retrieve_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
-    for info in listed_models(request):
-        if info["id"] == model_id:
-            return json_response(info)
-    shown = model_id if len(model_id) <= 256 else model_id[:256] + "..."
-    raise not_found(f"model: {shown}")
+    info = services(request).router.model(model_id)
+    if info is None:
+        shown = model_id if len(model_id) <= 256 else model_id[:256] + "..."
+        raise not_found(f"model: {shown}")
+    if surface_of(request.scope) is Surface.OPENAI:
+        return json_response(openai_model(info))
+    return json_response(info)
 
 
 routes = [

@@ -5,8 +5,8 @@ One server answers both on the same port. The surface decides the error envelope
 ``anthropic-version`` is required, and the names of the rate-limit headers.
 
 The rule: OpenAI-only paths (``/v1/chat/completions``, ``/v1/completions``,
-``/v1/embeddings``, ``/v1/batches``) are OpenAI's. ``/v1/files`` is shared by both APIs;
-there the ``anthropic-version`` header tells them apart (every Anthropic SDK sends it,
+``/v1/embeddings``, ``/v1/batches``) are OpenAI's. ``/v1/files`` and ``/v1/models`` are
+shared by both APIs; there the ``anthropic-version`` header tells them apart (every Anthropic SDK sends it,
 the ``openai`` SDK never does). Every other ``/v1`` path is Anthropic's.
 """
 
@@ -24,7 +24,7 @@ class Surface(StrEnum):
 
 
 _OPENAI_ONLY = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/batches")
-_SHARED = ("/v1/files",)
+_SHARED = ("/v1/files", "/v1/models")
 
 
 def _under(path: str, prefixes: tuple[str, ...]) -> bool:

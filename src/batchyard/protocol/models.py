@@ -19,6 +19,8 @@ def capabilities(
     pdf_input: bool = False,
     structured_outputs: bool = False,
     citations: bool = False,
+    thinking_enabled: bool | None = None,
+    effort: bool = False,
 ) -> dict[str, Any]:
     """A ``ModelCapabilities`` object; server-side tools are not run by this server."""
     return {
@@ -32,12 +34,12 @@ def capabilities(
             "compact_20260112": support(False),
         },
         "effort": {
-            "supported": False,
-            "low": support(False),
-            "medium": support(False),
-            "high": support(False),
-            "xhigh": support(False),
-            "max": support(False),
+            "supported": effort,
+            "low": support(effort),
+            "medium": support(effort),
+            "high": support(effort),
+            "xhigh": support(effort),
+            "max": support(effort),
         },
         "image_input": support(image_input),
         "pdf_input": support(pdf_input),
@@ -49,7 +51,7 @@ def capabilities(
                 "adaptive": support(thinking),
                 "between_tools": support(False),
                 "disabled": support(True),
-                "enabled": support(thinking),
+                "enabled": support(thinking if thinking_enabled is None else thinking_enabled),
             },
         },
     }
