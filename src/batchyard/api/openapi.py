@@ -233,6 +233,21 @@ SCHEMAS: dict[str, Any] = {
             "capabilities": _nullable({"type": "object"}),
         },
     },
+    "OpenAIModel": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+        },
+    },
+    "OpenAIModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("OpenAIModel")}},
+    },
     "ModelList": {
         "type": "object",
         "required": ["data", "has_more", "first_id", "last_id"],
@@ -322,6 +337,18 @@ def _operation(operation_id: str, summary: str, ok: dict[str, Any], *, parameter
     }
     if body is not None:
         op["requestBody"] = {"required": True, "content": _json(body)}
+    return op
+
+
+def _shared_operation(op: dict[str, Any]) -> dict[str, Any]:
+    """An operation both APIs share (``/v1/models``): the anthropic-version header is optional,
+    and its absence selects OpenAI's shape (api/surfaces.py)."""
+    op["parameters"] = [{**p, "required": False} if p["name"] == "anthropic-version" else p for p in op["parameters"]]
+    op["responses"]["default"] = {
+        "description": "An Anthropic error envelope, or OpenAI's when no anthropic-version is sent",
+        "headers": op["responses"]["default"]["headers"],
+        "content": _json({"oneOf": [_ref("ErrorResponse"), _ref("OpenAIErrorResponse")]}),
+    }
     return op
 
 
@@ -415,11 +442,17 @@ def _document() -> dict[str, Any]:
             ),
         },
         "/v1/models": {
-            "get": _operation("listModels", "List the named models", _json(_ref("ModelList")), parameters=PAGING),
+            "get": _shared_operation(_operation(
+                "listModels", "List the named models (OpenAI's list shape when no anthropic-version is sent)",
+                _json({"oneOf": [_ref("ModelList"), _ref("OpenAIModelList")]}), parameters=PAGING,
+            )),
         },
         "/v1/models/{model_id}": {
-            "get": _operation("retrieveModel", "Retrieve a model", _json(_ref("ModelInfo")),
-                              parameters=[{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}]),
+            "get": _shared_operation(_operation(
+                "retrieveModel", "Retrieve a model (OpenAI's Model shape when no anthropic-version is sent)",
+                _json({"oneOf": [_ref("ModelInfo"), _ref("OpenAIModel")]}),
+                parameters=[{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            )),
         },
         "/health": {
             "get": {"operationId": "health", "summary": "Liveness", "security": [],
