@@ -29,9 +29,11 @@ from .store.batches import (
     Attempt,
     BatchRecord,
     BatchStore,
+    ClaimableBatch,
     ClaimedRequest,
     QueueFigures,
     QueueFull,
+    ReadyRow,
     Recovered,
     ResultRow,
 )
@@ -40,11 +42,12 @@ from .store.schema import RequestState
 
 log = logging.getLogger("batchyard.batches")
 
-INGEST_CHUNK = 2000
+INGEST_CHUNK = 500
 RESULTS_PAGE = 2000
 RESULTS_PAGE_BYTES = 8 * 1024 * 1024
 PEEK_FIRST = 64  # ready requests looked at first per batch per claim, then 4x as many
 PEEK_MAX = 2000
+CLAIM_RACES = 4  # rounds of picking past rows another engine leased first
 QUEUE_FULL_RETRY_AFTER = 60  # seconds
 ARCHIVE_SWEEP_EVERY = 60.0  # seconds
 SWEEP_LOCK_KEY = 0x62797377  # "bysw": advisory lock id for the sweeper
@@ -99,6 +102,15 @@ class ClaimBudget:
             self.room[route] -= 1
         self.want -= 1
         return True
+
+    def refund(self, model: str | None, lease_losses: int, isolate_after: int) -> None:
+        """Give back what ``take`` charged for a request that could not be leased after all."""
+        if lease_losses >= isolate_after:
+            self.suspects += 1
+        route = self.route_of(model)
+        if route is not None and route in self.room:
+            self.room[route] += 1
+        self.want += 1
 
 
 @dataclass(slots=True)
@@ -289,31 +301,60 @@ class Batches:
             blocked = self._blocked.get(batch.id)
             if blocked is not None and not any(budget.fits(model) for model in blocked):
                 continue  # its ready requests all need routes that are still full
-            picked, refused = await self._pick(batch.id, share, budget, isolate_after)
-            if refused and not picked:
-                self._blocked[batch.id] = refused
-            else:
-                self._blocked.pop(batch.id, None)
-            claimed += await self.store.claim(batch, owner, picked, lease_us)
+            if not budget.room:  # no route bound applies: the next ones, in one statement
+                got = await self.store.claim_next(batch, owner, share, lease_us, below_losses=isolate_after)
+                budget.want -= len(got)
+                claimed += got
+                if len(got) == share or budget.suspects <= 0:
+                    continue  # (fewer than asked: maybe only suspects are left, picked below)
+            claimed += await self._claim_picked(batch, owner, share, budget, lease_us)
         if len(self._blocked) > len(candidates):
             self._blocked = {b: m for b, m in self._blocked.items() if b in {c.id for c in candidates}}
         return claimed
 
+    async def _claim_picked(
+        self, batch: ClaimableBatch, owner: str, share: int, budget: ClaimBudget, lease_us: int
+    ) -> builtins.list[ClaimedRequest]:
+        """Up to ``share`` ready requests of one batch that fit the budget, picked, then leased.
+        Another engine may lease some of the picked ones first (it read the same ready rows):
+        their room is given back and the next ready ones after them are tried, so engines
+        sharing a batch take turns instead of the slower one coming away empty-handed."""
+        isolate_after = self.policy.isolate_after
+        claimed: builtins.list[ClaimedRequest] = []
+        after = -1
+        for attempt in range(CLAIM_RACES):
+            picked, refused = await self._pick(batch.id, share - len(claimed), budget, isolate_after, after)
+            if attempt == 0:
+                if refused and not picked:
+                    self._blocked[batch.id] = refused
+                else:
+                    self._blocked.pop(batch.id, None)
+            got = await self.store.claim(batch, owner, [row.idx for row in picked], lease_us)
+            claimed += got
+            if len(got) == len(picked):
+                break
+            leased = {request.idx for request in got}
+            for row in picked:
+                if row.idx not in leased:
+                    budget.refund(row.model, row.lease_losses, isolate_after)
+            after = picked[-1].idx
+        return claimed
+
     async def _pick(
-        self, batch_id: str, share: int, budget: ClaimBudget, isolate_after: int
-    ) -> tuple[builtins.list[int], set[str | None]]:
-        """Up to ``share`` ready requests of one batch that fit the budget, looked at in
-        growing windows; stops at the first one that does not fit (its route is full).
-        Returns their positions, and the models of the ones that did not fit."""
-        picked: builtins.list[int] = []
+        self, batch_id: str, share: int, budget: ClaimBudget, isolate_after: int, after: int = -1
+    ) -> tuple[builtins.list[ReadyRow], set[str | None]]:
+        """Up to ``share`` ready requests of one batch after position ``after`` that fit the
+        budget, looked at in growing windows; stops at the first one that does not fit (its
+        route is full). Returns them, and the models of the ones that did not fit."""
+        picked: builtins.list[ReadyRow] = []
         refused: set[str | None] = set()
-        after, window = -1, max(PEEK_FIRST, budget.window())
+        window = max(PEEK_FIRST, budget.window())
         while len(picked) < share and budget.want > 0:
             limit = min(window, share - len(picked))
             rows = await self.store.peek_ready(batch_id, limit, after)
             for row in rows:
                 if budget.take(row.model, row.lease_losses, isolate_after):
-                    picked.append(row.idx)
+                    picked.append(row)
                 else:
                     refused.add(row.model)
             if refused or len(rows) < limit:
@@ -383,15 +424,23 @@ class Batches:
         async with self.store.db.exclusive(SWEEP_LOCK_KEY) as mine:
             if not mine:
                 return
+            # Expired batches first, so their dead leases end with them instead of being
+            # requeued (and claimed again) a moment before; canceling ones after the
+            # recovery, so a dead lease of theirs is canceled in this same sweep.
+            closing = await self.store.batches_to_close(now)
+            await self._close(now, [batch_id for batch_id, action in closing if action == "expire"], "expire")
             if self._recovered(await self.store.recover_leases(self.policy.after_lost_lease)):
                 await self.notifier.publish(Notice("requeued", "*"))
-            for batch_id, action in await self.store.batches_to_close(now):
-                if await self.store.close_open_requests(batch_id, now, expire=action == "expire"):
-                    self._ended([batch_id], action)
+            await self._close(now, [batch_id for batch_id, action in closing if action != "expire"], "cancel")
             if archive_due:
                 self._last_archive_sweep = loop_time
                 for batch_id in await self.store.archive(now, cutoff):
                     log.info("batch archived", extra={"batch_id": batch_id})
+
+    async def _close(self, now: int, batch_ids: builtins.list[str], action: str) -> None:
+        for batch_id in batch_ids:
+            if await self.store.close_open_requests(batch_id, now, expire=action == "expire"):
+                self._ended([batch_id], action)
 
     def results_url(self, base_url: str, batch_id: str) -> str:
         return f"{base_url}/v1/messages/batches/{batch_id}/results"

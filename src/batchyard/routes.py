@@ -8,6 +8,7 @@ backends read them, the router matches model names against them.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,7 @@ class Route:
     # lists the Claude catalogue, others nothing).
     models: tuple[ListedModel, ...] | None = None
 
-    @property
+    @functools.cached_property
     def is_pattern(self) -> bool:
         return any(c in self.id for c in "*?[")
 

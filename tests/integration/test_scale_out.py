@@ -4,6 +4,7 @@ no more than once a second."""
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Iterator
@@ -127,9 +128,14 @@ def test_two_workers_share_a_batch_and_end_it_once(cluster: Cluster) -> None:
     assert ended.request_counts.succeeded == 600
     lines = list(client.messages.batches.results(batch.id))
     assert sorted(line.custom_id for line in lines) == sorted(f"s{i}" for i in range(600))
-    # Each worker ran its share: two 16-wide routes at 20 ms finish 600 lines in well under 600 / 16 * 20 ms.
-    assert server_seconds(ended) < 0.75 * 600 / 16 * 0.02 + 1.0, server_seconds(ended)
     assert ended.ended_at is not None
+    # Each worker ran its share (each holds at most 2 x 16 of the route at a time, so
+    # neither can take it all); how fast they go together is bench/bench_batches.py's.
+    for worker in cluster.workers:
+        assert worker.stop() == 0
+    completed = [int(re.findall(r'engine stopped .*completed=(\d+)', worker.log())[-1]) for worker in cluster.workers]
+    assert sum(completed) == 600, completed
+    assert min(completed) >= 100, completed
 
 
 def test_cancel_reaches_every_worker_within_a_second(cluster: Cluster) -> None:

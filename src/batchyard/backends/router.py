@@ -20,13 +20,22 @@ class Router(ModelResolver):
         self.backends: dict[int, Backend] = {route.index: BACKENDS[route.backend](route) for route in self._routes}
         self._started: list[Backend] = []
         self._limits: dict[str, int | None] = {}
+        self._route_of: dict[str, Route | None] = {}
 
     @property
     def routes(self) -> list[Route]:
         return self._routes
 
     def route_for(self, model: str) -> Route | None:
-        return route_for(self._routes, model)
+        """The route of a model name (looked up once per name: routes do not change)."""
+        try:
+            return self._route_of[model]
+        except KeyError:
+            pass
+        if len(self._route_of) > 10_000:
+            self._route_of.clear()
+        found = self._route_of[model] = route_for(self._routes, model)
+        return found
 
     def backend_for(self, model: str) -> Backend | None:
         route = self.route_for(model)

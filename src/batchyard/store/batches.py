@@ -13,7 +13,7 @@ only knows how to make each one atomic. The rules it enforces in SQL:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,10 @@ B = batches
 
 
 QUEUE_LOCK_SPACE = 0x62797175  # "byqu": advisory locks (space, workspace hash) for queue caps
+
+
+class _SomeStale(Exception):
+    """A fenced write matched fewer rows than it was given (SQLite's first try)."""
 
 
 class QueueFull(Exception):
@@ -443,17 +447,39 @@ class BatchStore:
         (another engine may have taken some meanwhile; it is skipped, not waited for)."""
         if not idxs:
             return []
-        now = self._db_now()
         picked = _picked(
             select(R.c.batch_id, R.c.idx)
             .where(
                 R.c.batch_id == batch.id,
                 *self._among(idxs),
                 R.c.state == RequestState.PENDING,
-                R.c.next_attempt_at <= now,
+                R.c.next_attempt_at <= self._db_now(),
             )
             .with_for_update(skip_locked=True)
         )
+        return await self._lease(batch, owner, picked, lease_us)
+
+    async def claim_next(
+        self, batch: ClaimableBatch, owner: str, limit: int, lease_us: int, *, below_losses: int
+    ) -> list[ClaimedRequest]:
+        """Lease the next ``limit`` ready requests of a batch that lost their worker fewer than
+        ``below_losses`` times: one statement, for an engine with no route bound to respect."""
+        picked = _picked(
+            select(R.c.batch_id, R.c.idx)
+            .where(
+                R.c.batch_id == batch.id,
+                R.c.state == RequestState.PENDING,
+                R.c.next_attempt_at <= self._db_now(),
+                R.c.lease_losses < below_losses,
+            )
+            .order_by(R.c.idx)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return await self._lease(batch, owner, picked, lease_us)
+
+    async def _lease(self, batch: ClaimableBatch, owner: str, picked: Any, lease_us: int) -> list[ClaimedRequest]:
+        now = self._db_now()
         still_in_progress = exists().where(B.c.id == batch.id, B.c.processing_status == "in_progress")
         statement = (
             update(R)
@@ -495,14 +521,48 @@ class BatchStore:
         """Extend the leases of running attempts; return those whose fence failed."""
         if not held:
             return []
-        async with self.db.write() as conn:
-            renewing = await _still_held(self, conn, owner, held)
-            if renewing:
-                await conn.execute(
-                    update(R).where(*_fence()).values(lease_expires_at=self._db_now() + lease_us),
-                    [{"b": b, "i": i, "a": a, "o": owner} for b, i, a in renewing],
-                )
+        statement = update(R).where(*_fence()).values(lease_expires_at=self._db_now() + lease_us)
+
+        def params(attempts: Iterable[Attempt]) -> list[dict[str, Any]]:
+            return [{"b": b, "i": i, "a": a, "o": owner} for b, i, a in attempts]
+
+        renewing = await self._fenced(owner, held, lambda conn, attempts: conn.execute(statement, params(attempts)))
         return [a for a in held if a not in renewing]
+
+    async def _fenced(
+        self,
+        owner: str,
+        attempts: Sequence[Attempt],
+        write: Callable[[AsyncConnection, Sequence[Attempt]], Awaitable[Any]],
+        then: Callable[[AsyncConnection], Awaitable[Any]] | None = None,
+        lock: Sequence[str] = (),
+    ) -> set[Attempt]:
+        """Run ``write`` (one fenced executemany) for the attempts that still hold their lease,
+        in one transaction, then ``then``; return the attempts written.
+
+        On SQLite (one writer at a time) it first writes all of them: when every row matched,
+        as is usual, no attempt was stale and the fence needed no read of its own; otherwise
+        that transaction is rolled back and the held ones are read first. On PostgreSQL the
+        held rows are read, and locked, first."""
+        if not self.db.is_postgres:
+            try:
+                async with self.db.write() as conn:
+                    result = await write(conn, attempts)
+                    if result.rowcount != len(attempts):
+                        raise _SomeStale
+                    if then is not None:
+                        await then(conn)
+                return set(attempts)
+            except _SomeStale:
+                pass
+        async with self.db.write() as conn:
+            await self._lock_batches(conn, lock)
+            held = await _still_held(self, conn, owner, attempts)
+            if held:
+                await write(conn, [a for a in attempts if a in held])
+            if then is not None:
+                await then(conn)
+        return held
 
     async def release(self, owner: str, held: Sequence[Attempt]) -> None:
         """Give claimed requests back to the queue untouched (a clean shutdown): they are
@@ -536,28 +596,32 @@ class BatchStore:
                 lease_expires_at=None,
             )
         )
-        async with self.db.write() as conn:
-            await self._lock_batches(conn, batch_ids)
-            held = await _still_held(self, conn, owner, [o.attempt for o in outcomes])
-            writing = [o for o in outcomes if o.attempt in held]
-            if writing:
-                await conn.execute(
-                    statement,
-                    [
-                        {
-                            "b": o.batch_id,
-                            "i": o.idx,
-                            "a": o.attempts,
-                            "o": owner,
-                            "state": int(o.state),
-                            "result": o.result,
-                            "finished": None if o.state == RequestState.PENDING else now,
-                            "delay": o.retry_delay_us,
-                        }
-                        for o in writing
-                    ],
-                )
-            ended = [b for b in batch_ids if await self._finalize_if_done(conn, b, now)]
+        by_attempt = {o.attempt: o for o in outcomes}
+
+        async def write(conn: AsyncConnection, attempts: Sequence[Attempt]) -> Any:
+            return await conn.execute(
+                statement,
+                [
+                    {
+                        "b": o.batch_id,
+                        "i": o.idx,
+                        "a": o.attempts,
+                        "o": owner,
+                        "state": int(o.state),
+                        "result": o.result,
+                        "finished": None if o.state == RequestState.PENDING else now,
+                        "delay": o.retry_delay_us,
+                    }
+                    for o in (by_attempt[a] for a in attempts)
+                ],
+            )
+
+        ended: list[str] = []
+
+        async def finalize(conn: AsyncConnection) -> None:
+            ended[:] = [b for b in batch_ids if await self._finalize_if_done(conn, b, now)]
+
+        held = await self._fenced(owner, list(by_attempt), write, finalize, lock=batch_ids)
         return Finished(ended, [o.attempt for o in outcomes if o.attempt not in held])
 
     async def _lock_batches(self, conn: AsyncConnection, batch_ids: Sequence[str]) -> None:
