@@ -301,13 +301,15 @@ class Batches:
             blocked = self._blocked.get(batch.id)
             if blocked is not None and not any(budget.fits(model) for model in blocked):
                 continue  # its ready requests all need routes that are still full
+            wanted = share
             if not budget.room:  # no route bound applies: the next ones, in one statement
                 got = await self.store.claim_next(batch, owner, share, lease_us, below_losses=isolate_after)
                 budget.want -= len(got)
                 claimed += got
-                if len(got) == share or budget.suspects <= 0:
+                wanted -= len(got)
+                if not wanted or budget.suspects <= 0:
                     continue  # (fewer than asked: maybe only suspects are left, picked below)
-            claimed += await self._claim_picked(batch, owner, share, budget, lease_us)
+            claimed += await self._claim_picked(batch, owner, wanted, budget, lease_us)
         if len(self._blocked) > len(candidates):
             self._blocked = {b: m for b, m in self._blocked.items() if b in {c.id for c in candidates}}
         return claimed
