@@ -91,7 +91,6 @@ class Engine:
         self._loops: list[asyncio.Task[None]] = []
         self._upkeep: set[asyncio.Task[None]] = set()
         self._next_due: float | None = None  # loop time when a retry this engine scheduled comes due
-        self._routes_of: dict[str | None, int | None] = {}
         self.completed = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -184,12 +183,8 @@ class Engine:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _route_of(self, model: str | None) -> int | None:
-        if model not in self._routes_of:
-            if len(self._routes_of) > 10_000:
-                self._routes_of.clear()
-            route = self.router.route_for(model) if isinstance(model, str) else None
-            self._routes_of[model] = None if route is None else route.index
-        return self._routes_of[model]
+        route = self.router.route_for(model) if isinstance(model, str) else None  # (the router caches)
+        return None if route is None else route.index
 
     def _budget(self) -> ClaimBudget:
         """What this engine can take now: its own room; for each route with a bound, its

@@ -425,17 +425,16 @@ class BatchStore:
         async with self.db.read() as conn:
             return [ClaimableBatch(*row) for row in await conn.execute(query)]
 
+    def _ready(self, batch_id: str) -> tuple[Any, ...]:
+        """The conditions of a request of this batch that is ready to run now."""
+        return (R.c.batch_id == batch_id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= self._db_now())
+
     async def peek_ready(self, batch_id: str, limit: int, after_idx: int = -1) -> list[ReadyRow]:
         """The first ``limit`` requests of a batch after ``after_idx`` that are ready to run,
         without taking them: the engine picks which its routes can start now."""
         query = (
             select(R.c.idx, R.c.model, R.c.lease_losses)
-            .where(
-                R.c.batch_id == batch_id,
-                R.c.state == RequestState.PENDING,
-                R.c.idx > after_idx,
-                R.c.next_attempt_at <= self._db_now(),
-            )
+            .where(*self._ready(batch_id), R.c.idx > after_idx)
             .order_by(R.c.idx)
             .limit(limit)
         )
@@ -448,14 +447,7 @@ class BatchStore:
         if not idxs:
             return []
         picked = _picked(
-            select(R.c.batch_id, R.c.idx)
-            .where(
-                R.c.batch_id == batch.id,
-                *self._among(idxs),
-                R.c.state == RequestState.PENDING,
-                R.c.next_attempt_at <= self._db_now(),
-            )
-            .with_for_update(skip_locked=True)
+            select(R.c.batch_id, R.c.idx).where(*self._ready(batch.id), *self._among(idxs)).with_for_update(skip_locked=True)
         )
         return await self._lease(batch, owner, picked, lease_us)
 
@@ -466,12 +458,7 @@ class BatchStore:
         ``below_losses`` times: one statement, for an engine with no route bound to respect."""
         picked = _picked(
             select(R.c.batch_id, R.c.idx)
-            .where(
-                R.c.batch_id == batch.id,
-                R.c.state == RequestState.PENDING,
-                R.c.next_attempt_at <= self._db_now(),
-                R.c.lease_losses < below_losses,
-            )
+            .where(*self._ready(batch.id), R.c.lease_losses < below_losses)
             .order_by(R.c.idx)
             .limit(limit)
             .with_for_update(skip_locked=True)
