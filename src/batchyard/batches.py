@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from .config import Settings
+from .files import Files
+from .openai_batches import OpenAIBatches
 from .outcomes import Decision, OutcomePolicy, Report
 from .protocol import batches as wire
 from .protocol.batch_create import BatchBodyReader, BatchLine
@@ -123,10 +125,12 @@ class Settled:
 
 
 class Batches:
-    def __init__(self, store: BatchStore, settings: Settings, notifier: Notifier) -> None:
+    def __init__(self, store: BatchStore, settings: Settings, notifier: Notifier, files: Files | None = None) -> None:
         self.store = store
         self.settings = settings
         self.notifier = notifier
+        # OpenAI's Batch API: the same batches, with files for input and output.
+        self.openai = OpenAIBatches(self, files) if files is not None else None
         engine = settings.engine
         self.policy = OutcomePolicy(engine.retry_base, engine.retry_cap, engine.max_lease_losses)
         self._rotation = 0
@@ -410,6 +414,12 @@ class Batches:
         """Cancel what has not started of a canceling batch (ends it if nothing runs)."""
         if await self.store.close_open_requests(batch_id, self.clock(), expire=False):
             self._ended([batch_id], "cancel")
+            await self.finalize([batch_id])
+
+    async def finalize(self, batch_ids: Sequence[str] | None = None) -> None:
+        """Write the output files of ended OpenAI batches (these, or all that lack them)."""
+        if self.openai is not None:
+            await self.openai.finalize(batch_ids)
 
     async def sweep(self) -> None:
         """Recover dead leases; move canceling and expired batches toward their end;
@@ -438,6 +448,8 @@ class Batches:
                 self._last_archive_sweep = loop_time
                 for batch_id in await self.store.archive(now, cutoff):
                     log.info("batch archived", extra={"batch_id": batch_id})
+            # OpenAI batches ended by this sweep, or left without files by a crash.
+            await self.finalize()
 
     async def _close(self, now: int, batch_ids: builtins.list[str], action: str) -> None:
         for batch_id in batch_ids:

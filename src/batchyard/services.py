@@ -88,7 +88,8 @@ async def open_services(
             notifier = Notifier()
         await notifier.start()
         opened.append(notifier.close)
-        batches = Batches(BatchStore(db), settings, notifier)
+        files = Files(FileStore(db), DatabaseBlobs(db), settings)
+        batches = Batches(BatchStore(db), settings, notifier, files)
         limiters = make_limiters(router)
         metrics = metrics or Metrics()
         services = Services(
@@ -101,7 +102,7 @@ async def open_services(
             limiters=limiters,
             metrics=metrics,
             keys=KeyRing(KeyStore(db), require_keys=settings.require_keys),
-            files=Files(FileStore(db), DatabaseBlobs(db), settings),
+            files=files,
             engine_lock=lock,
         )
         if run_engine:

@@ -5,13 +5,9 @@ bad uploads refused with nothing stored."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import anthropic
 import httpx
@@ -21,7 +17,7 @@ import pytest
 
 from support.databases import BACKENDS, dispose, new_database, query
 from support.files import tiny_pdf, tiny_png
-from support.helpers import make_client
+from support.helpers import make_client, make_key
 from support.recording_upstream import RecordingUpstream
 from support.server import ServerProcess
 
@@ -53,14 +49,6 @@ id = "*"
 backend = "simulator"
 """
 
-
-def make_key(workspace: str, database_url: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "batchyard", "keys", "create", "--workspace", workspace, "--database", database_url],
-        capture_output=True, text=True, timeout=60, cwd=cwd, env={**os.environ},
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 @dataclass

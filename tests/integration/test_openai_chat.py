@@ -5,12 +5,8 @@ on SQLite and PostgreSQL: the same lifecycle, keys, rate limits and metrics as
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import anthropic
 import httpx
@@ -19,7 +15,7 @@ import orjson
 import pytest
 
 from support.databases import BACKENDS, dispose, new_database
-from support.helpers import make_client, wait_until
+from support.helpers import make_client, make_key, wait_until
 from support.server import ServerProcess
 
 CONFIG = """
@@ -90,18 +86,6 @@ class Gateway:
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.server.url, headers={"authorization": f"Bearer {self.key}"}, timeout=60)
 
-
-def make_key(workspace: str, database_url: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "batchyard", "keys", "create", "--workspace", workspace, "--database", database_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env={**os.environ},
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

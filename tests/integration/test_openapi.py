@@ -8,21 +8,19 @@ workspace "alpha" (must be 404 for beta)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
+import openai
+import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from batchyard.api.openapi import openapi_document
-from support.helpers import make_client, simple_params, wait_for_end
+from support.helpers import make_client, make_key, simple_params, wait_for_end
 from support.server import ServerProcess
 
 schema = schemathesis.openapi.from_dict(openapi_document())
@@ -39,22 +37,15 @@ class Fuzzed:
     server: ServerProcess
     beta_key: str
     alpha_batches: list[str] = field(default_factory=list)
+    alpha_openai_batches: list[str] = field(default_factory=list)
 
-
-def _key(workspace: str, database_url: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "batchyard", "keys", "create", "--workspace", workspace, "--database", database_url],
-        capture_output=True, text=True, timeout=60, cwd=cwd, env={**os.environ},
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     workdir = tmp_path_factory.mktemp("fuzz")
     url = f"sqlite:///{workdir / 'fuzz.db'}"
-    alpha, beta = _key("alpha", url, workdir), _key("beta", url, workdir)
+    alpha, beta = make_key("alpha", url, workdir), make_key("beta", url, workdir)
     server = ServerProcess(url, config_text=CONFIG, workdir=workdir)
     server.start()
     state = Fuzzed(server, beta)
@@ -63,6 +54,16 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
         batch = client.messages.batches.create(requests=[{"custom_id": f"a{i}", "params": simple_params()} for i in range(n)])
         wait_for_end(client, batch.id)
         state.alpha_batches.append(batch.id)
+    lines = b"".join(
+        orjson.dumps({"custom_id": f"o{i}", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"model": "sim", "messages": [{"role": "user", "content": "hi"}]}}) + b"\n"
+        for i in range(2)
+    )
+    openai_client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=alpha, max_retries=0)
+    input_file = openai_client.files.create(file=("in.jsonl", lines), purpose="batch")
+    created = openai_client.batches.create(input_file_id=input_file.id, endpoint="/v1/chat/completions", completion_window="24h")
+    state.alpha_openai_batches.append(created.id)
+    state.alpha_batches.append(created.id)
     yield state
     server.stop()
 
@@ -70,7 +71,8 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
 def test_served_document_is_the_one_tested(fuzzed: Fuzzed) -> None:
     served = httpx.get(f"{fuzzed.server.url}/openapi.json").json()
     assert served == openapi_document()
-    assert {"/v1/messages/batches", "/v1/messages", "/v1/models", "/v1/messages/batches/{message_batch_id}/results"} <= set(served["paths"])
+    assert {"/v1/messages/batches", "/v1/messages", "/v1/models", "/v1/messages/batches/{message_batch_id}/results",
+            "/v1/batches", "/v1/batches/{batch_id}"} <= set(served["paths"])
 
 
 def no_foreign_batch(alpha_batches: list[str]):  # type: ignore[no-untyped-def]
@@ -104,9 +106,11 @@ def test_api_conforms_and_keeps_workspaces_apart(case, fuzzed: Fuzzed) -> None: 
     if case.path.startswith("/v1/"):
         assert response.status_code == 401, (case.path, response.status_code, response.text[:200])
 
-    if "message_batch_id" in (case.path_parameters or {}):
-        for batch_id in fuzzed.alpha_batches:
-            case.path_parameters["message_batch_id"] = batch_id
+    for name, foreign in (("message_batch_id", fuzzed.alpha_batches), ("batch_id", fuzzed.alpha_openai_batches)):
+        if name not in (case.path_parameters or {}):
+            continue
+        for batch_id in foreign:
+            case.path_parameters[name] = batch_id
             response = case.call(base_url=fuzzed.server.url, headers=keyed, timeout=30)
             case.validate_response(response, checks=[*CHECKS, leak])
             # A generated bad header (400) or method (405) may fail first; otherwise: not found.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -62,3 +66,17 @@ def finished_rows(database_url: str, batch_id: str) -> int:
     from support.databases import query
 
     return query(database_url, "SELECT count(*) FROM batch_requests WHERE batch_id = $1 AND state = 2", batch_id)[0][0]
+
+
+def make_key(workspace: str, database_url: str, cwd: Path) -> str:
+    """A new API key of a workspace, made with the CLI (``batchyard keys create``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "batchyard", "keys", "create", "--workspace", workspace, "--database", database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,8 @@ def gguf_path() -> Path:
 
 
 class LlamaUpstream:
-    def __init__(self, api_key: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, *, embeddings: bool = False) -> None:
+        self.embeddings = embeddings  # serve /v1/embeddings too (mean pooling)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
@@ -41,7 +43,8 @@ class LlamaUpstream:
             args.append(self.api_key)
         # A file, not a pipe: llama.cpp logs every request, and a full pipe would stall it.
         self.log = tempfile.NamedTemporaryFile(prefix="llama-upstream-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        env = {**os.environ, "LLAMA_EMBEDDINGS": "1" if self.embeddings else "0"}
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

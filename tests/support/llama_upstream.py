@@ -3,10 +3,12 @@
     python tests/support/llama_upstream.py MODEL.gguf PORT [API_KEY]
 
 Serves OpenAI's /v1/chat/completions and Anthropic's /v1/messages on 127.0.0.1:PORT until
-SIGTERM. Prints "listening <address>" once ready."""
+SIGTERM (with LLAMA_EMBEDDINGS=1 in the environment, /v1/embeddings too). Prints
+"listening <address>" once ready."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -26,6 +28,9 @@ def main() -> None:
     params.cpuparams_batch.n_threads = 1
     params.model_alias = {"smollm2"}
     params.use_jinja = True
+    if os.environ.get("LLAMA_EMBEDDINGS") == "1":
+        params.embedding = True
+        params.pooling_type = xlc.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     if len(sys.argv) > 3:
         params.api_keys = [sys.argv[3]]
     server = xlc.Server(params)

@@ -26,6 +26,7 @@ from . import files as file_routes
 from . import messages as message_routes
 from . import models as model_routes
 from . import observability
+from . import openai_batches as openai_batch_routes
 from . import openai_chat as chat_routes
 from .auth import Auth
 from .middleware import ApiMiddleware
@@ -96,6 +97,7 @@ def create_app(
             *message_routes.routes,
             *file_routes.routes,
             *chat_routes.routes,
+            *openai_batch_routes.routes,
             *complete_routes.routes,
             *model_routes.routes,
             *observability.routes,

@@ -17,6 +17,7 @@ from .. import __version__
 from ..protocol.batch_create import CUSTOM_ID_PATTERN
 from ..protocol.complete import CompletionRequest
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
+from ..protocol.openai_batches import ENDPOINTS as OPENAI_BATCH_ENDPOINTS
 from ..protocol.openai_chat import CHAT_REQUEST
 from ..protocol.versions import SUPPORTED_VERSIONS
 
@@ -97,6 +98,87 @@ SCHEMAS: dict[str, Any] = {
             "has_more": {"type": "boolean"},
             "first_id": _nullable({"type": "string"}),
             "last_id": _nullable({"type": "string"}),
+        },
+    },
+    "OpenAIBatch": {
+        "type": "object",
+        "required": [
+            "id", "object", "endpoint", "model", "errors", "input_file_id", "completion_window", "status",
+            "output_file_id", "error_file_id", "created_at", "in_progress_at", "expires_at", "finalizing_at",
+            "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at", "request_counts", "usage",
+            "metadata",
+        ],
+        "properties": {
+            "id": {"type": "string", "pattern": "^batch_"},
+            "object": {"const": "batch"},
+            "endpoint": {"enum": list(OPENAI_BATCH_ENDPOINTS)},
+            "model": _nullable({"type": "string"}),
+            "errors": _nullable({
+                "type": "object",
+                "required": ["object", "data"],
+                "properties": {
+                    "object": {"const": "list"},
+                    "data": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["code", "line", "message", "param"],
+                        "properties": {
+                            "code": {"type": "string"}, "line": _nullable({"type": "integer"}),
+                            "message": {"type": "string"}, "param": _nullable({"type": "string"}),
+                        },
+                    }},
+                },
+            }),
+            "input_file_id": {"type": "string"},
+            "completion_window": {"const": "24h"},
+            "status": {"enum": ["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"]},
+            "output_file_id": _nullable({"type": "string"}),
+            "error_file_id": _nullable({"type": "string"}),
+            **{name: _nullable({"type": "integer"}) for name in (
+                "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at",
+            )},
+            "created_at": {"type": "integer"},
+            "expires_at": {"type": "integer"},
+            "request_counts": {
+                "type": "object",
+                "required": ["total", "completed", "failed"],
+                "properties": {k: {"type": "integer", "minimum": 0} for k in ("total", "completed", "failed")},
+                "additionalProperties": False,
+            },
+            "usage": _nullable({
+                "type": "object",
+                "required": ["input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details", "total_tokens"],
+            }),
+            "metadata": _nullable({"type": "object", "additionalProperties": {"type": "string"}}),
+        },
+        "additionalProperties": False,
+    },
+    "OpenAIBatchList": {
+        "type": "object",
+        "required": ["object", "data", "first_id", "last_id", "has_more"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref("OpenAIBatch")},
+            "first_id": _nullable({"type": "string"}),
+            "last_id": _nullable({"type": "string"}),
+            "has_more": {"type": "boolean"},
+        },
+    },
+    "CreateOpenAIBatchRequest": {
+        "type": "object",
+        "required": ["input_file_id", "endpoint", "completion_window"],
+        "properties": {
+            "input_file_id": {"type": "string"},
+            "endpoint": {"enum": list(OPENAI_BATCH_ENDPOINTS)},
+            "completion_window": {"const": "24h"},
+            "metadata": _nullable({"type": "object", "maxProperties": 16, "additionalProperties": {"type": "string", "maxLength": 512}}),
+            "output_expires_after": {
+                "type": "object",
+                "required": ["anchor", "seconds"],
+                "properties": {
+                    "anchor": {"const": "created_at"},
+                    "seconds": {"type": "integer", "minimum": 3600, "maximum": 2_592_000},
+                },
+            },
         },
     },
     "DeletedMessageBatch": {
@@ -320,6 +402,11 @@ V1_HEADERS = [
     {"name": "anthropic-beta", "in": "header", "required": False, "schema": {"type": "string"}},
 ]
 BATCH_ID = {"name": "message_batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+OPENAI_BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+OPENAI_PAGING = [
+    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+    {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+]
 PAGING = [
     {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}},
     {"name": "after_id", "in": "query", "required": False, "schema": {"type": "string"}},
@@ -352,15 +439,18 @@ def _shared_operation(op: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
-def _openai_operation(operation_id: str, summary: str, ok: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+def _openai_operation(
+    operation_id: str, summary: str, ok: dict[str, Any], body: dict[str, Any] | None = None,
+    parameters: list[Any] | None = None,
+) -> dict[str, Any]:
     """An operation of the OpenAI surface: no anthropic-version, OpenAI's error envelope
     and rate-limit header names."""
     headers = {"request-id": REQUEST_ID, "x-request-id": REQUEST_ID, **OPENAI_RATE_LIMIT_HEADERS}
     return {
         "operationId": operation_id,
         "summary": summary,
-        "parameters": [],
-        "requestBody": {"required": True, "content": _json(body)},
+        "parameters": parameters or [],
+        **({"requestBody": {"required": True, "content": _json(body)}} if body is not None else {}),
         "responses": {
             "200": {"description": "Success", "headers": headers, "content": ok},
             "default": {
@@ -441,6 +531,20 @@ def _document() -> dict[str, Any]:
                 create_chat_completion,
             ),
         },
+        "/v1/batches": {
+            "post": _openai_operation("createBatch", "OpenAI's Batch API: create a batch from an input file",
+                                      _json(_ref("OpenAIBatch")), _ref("CreateOpenAIBatchRequest")),
+            "get": _openai_operation("listBatches", "OpenAI's Batch API: list batches, newest first",
+                                     _json(_ref("OpenAIBatchList")), parameters=OPENAI_PAGING),
+        },
+        "/v1/batches/{batch_id}": {
+            "get": _openai_operation("retrieveBatch", "OpenAI's Batch API: retrieve a batch", _json(_ref("OpenAIBatch")),
+                                     parameters=[OPENAI_BATCH_ID]),
+        },
+        "/v1/batches/{batch_id}/cancel": {
+            "post": _openai_operation("cancelBatch", "OpenAI's Batch API: cancel a batch", _json(_ref("OpenAIBatch")),
+                                      parameters=[OPENAI_BATCH_ID]),
+        },
         "/v1/models": {
             "get": _shared_operation(_operation(
                 "listModels", "List the named models (OpenAI's list shape when no anthropic-version is sent)",
@@ -475,8 +579,8 @@ def _document() -> dict[str, Any]:
             "title": "batchyard",
             "version": __version__,
             "description": (
-                "Anthropic's Message Batches and Messages APIs, self-hosted, with legacy Text Completions "
-                "and the OpenAI SDK compatibility layer (/v1/chat/completions)."
+                "Anthropic's Message Batches and Messages APIs, self-hosted, with legacy Text Completions, "
+                "the OpenAI SDK compatibility layer (/v1/chat/completions) and OpenAI's Batch API (/v1/batches)."
             ),
         },
         "paths": paths,

@@ -55,6 +55,21 @@ class OpenAIBackend(HttpBackend):
             raise BackendError(502, "the upstream's answer is not a JSON object", error_type="api_error")
         return from_chat_completion(payload, req.request, model=req.request.model, tier=req.service_tier)
 
+    async def pass_through(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An OpenAI-format body for an endpoint other than chat (``/v1/embeddings``,
+        ``/v1/completions``: lines of an OpenAI batch), sent as it is but for the model's
+        upstream name; the upstream's answer is the line's."""
+        asked = body.get("model")
+        if self.options.model:
+            body = {**body, "model": self.options.model}
+        path = endpoint.removeprefix("/v1")
+        _, payload = await self.post_json(path, orjson.dumps(body), {**self._headers(), "content-type": "application/json"})
+        if not isinstance(payload, dict):
+            raise BackendError(502, "the upstream's answer is not a JSON object", error_type="api_error")
+        if "model" in payload:
+            payload["model"] = asked  # the name the client knows, not the upstream's
+        return payload
+
     async def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
         assert self.pool is not None, "backend not started"
         body = orjson.dumps(self._body(req, stream=True))

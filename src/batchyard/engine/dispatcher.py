@@ -30,6 +30,7 @@ from ..outcomes import Report
 from ..protocol.errors import ApiError, invalid_request
 from ..protocol.jsonscan import JsonSyntaxError, loads_document
 from ..protocol.messages import MessageCreateRequest, ValidatedRequest, validate_message_request
+from ..protocol.openai_batches import LineCall, prepare_line
 from ..store.batches import Attempt, ClaimedRequest
 from ..store.database import is_database_outage
 from ..store.notify import Notifier
@@ -58,6 +59,7 @@ class Prepared:
     request: ClaimedRequest
     validated: ValidatedRequest | None
     refusal: ApiError | None
+    call: LineCall | None = None  # a line of an OpenAI batch: how it runs and what it answers
 
 
 class Engine:
@@ -247,6 +249,9 @@ class Engine:
 
     def _prepare_one(self, request: ClaimedRequest) -> Prepared:
         try:
+            if request.endpoint is not None:
+                call = prepare_line(request.params, request.endpoint, self.router, loads_document)
+                return Prepared(request, call.validated, None, call)
             body = loads_document(request.params)
             validated = validate_message_request(body, request.api_version, self.router, in_batch=True)
         except JsonSyntaxError as exc:
@@ -282,6 +287,9 @@ class Engine:
             return Report.canceled(request)
         if prepared.refusal is not None:
             return Report.refused(request, prepared.refusal)
+        call = prepared.call
+        if call is not None and call.passthrough is not None:
+            return await self._pass_through(request, call)
         validated = prepared.validated
         assert validated is not None
         route = self.router.route_for(validated.model.model)
@@ -313,7 +321,33 @@ class Engine:
                 )
             except BackendError as exc:
                 return Report.failed(request, exc, route.max_attempts, route.id)
-        return Report.answered(request, message)
+        return Report.answered(request, message if call is None else call.shape(message))
+
+    async def _pass_through(self, request: ClaimedRequest, call: LineCall) -> Report:
+        """A line for an endpoint the Messages model has no form for (embeddings, legacy
+        completions): its body goes to the route's upstream as it is, where the backend can."""
+        route = self.router.route_for(call.model)
+        assert route is not None and call.passthrough is not None and request.endpoint is not None
+        backend = self.router.backends[route.index]
+        serve = getattr(backend, "pass_through", None)
+        if serve is None:
+            return Report.refused(
+                request,
+                ApiError(
+                    "invalid_request_error",
+                    f"The model '{call.model}' is served by the {backend.name} backend, which cannot serve "
+                    f"{request.endpoint}: route it to an OpenAI-compatible server (backend \"openai\").",
+                ),
+            )
+        limiter = self.limiters[route.index]
+        async with limiter.slot(interactive=False, group=request.batch_id):
+            if self.cancels.is_canceling(request.batch_id):
+                return Report.canceled(request)
+            try:
+                answer = await serve(request.endpoint, call.passthrough)
+            except BackendError as exc:
+                return Report.failed(request, exc, route.max_attempts, route.id)
+        return Report.answered(request, answer)
 
     # -- outcomes --------------------------------------------------------------------
 
@@ -337,6 +371,9 @@ class Engine:
             self.metrics.stale_outcomes.inc(len(stale), source="finish")
             log.warning("outcomes of requests whose lease was lost were not written", extra={"requests": len(stale)})
         self.completed += len(settled.written)
+        openai_ended = {r.request.batch_id for r in reports if r.request.endpoint is not None} & set(settled.ended)
+        if openai_ended:
+            self._spawn_upkeep(self.batches.finalize(sorted(openai_ended)))
         if not self._drained:
             self._wake.set()
 

@@ -22,8 +22,10 @@ MESSAGE_PREFIX = "msg_"
 TOOL_USE_PREFIX = "toolu_"
 REQUEST_PREFIX = "req_"
 FILE_PREFIX = "file_"
+OPENAI_BATCH_PREFIX = "batch_"  # OpenAI's Batch API
 
 BATCH_ID_PATTERN = re.compile(rf"^{BATCH_PREFIX}01{_BASE58_CHARS}{{{_TAIL_LENGTH}}}$")
+OPENAI_BATCH_ID_PATTERN = re.compile(rf"^{OPENAI_BATCH_PREFIX}01{_BASE58_CHARS}{{{_TAIL_LENGTH}}}$")
 
 
 def _base58(number: int, width: int) -> str:
@@ -59,6 +61,11 @@ def new_file_id(now_ms: int | None = None) -> str:
     return FILE_PREFIX + new_batch_id(now_ms)[len(BATCH_PREFIX) :]
 
 
+def new_openai_batch_id(now_ms: int | None = None) -> str:
+    """A new OpenAI Batch API batch id (``batch_…``), time-ordered like Message Batch ids."""
+    return OPENAI_BATCH_PREFIX + new_batch_id(now_ms)[len(BATCH_PREFIX) :]
+
+
 def new_message_id() -> str:
     return f"{MESSAGE_PREFIX}01{_random_tail()}"
 
@@ -73,3 +80,7 @@ def new_request_id() -> str:
 
 def is_batch_id(value: str) -> bool:
     return BATCH_ID_PATTERN.match(value) is not None
+
+
+def is_openai_batch_id(value: str) -> bool:
+    return OPENAI_BATCH_ID_PATTERN.match(value) is not None

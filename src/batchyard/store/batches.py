@@ -115,6 +115,13 @@ class BatchRecord:
     ended_at: int | None
     cancel_initiated_at: int | None
     archived_at: int | None
+    api: str = "anthropic"  # the Batch API it came through: "anthropic" or "openai"
+    endpoint: str | None = None  # OpenAI batches: the endpoint every line targets
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    details: bytes | None = None  # JSON (OpenAI batches): metadata, errors, usage, model
+    finalized_at: int | None = None  # OpenAI batches: when the output and error files were written
 
     @classmethod
     def from_row(cls, row: Any) -> BatchRecord:
@@ -127,6 +134,7 @@ class ClaimableBatch:
     workspace_id: str
     api_version: str
     expires_at: int
+    endpoint: str | None = None  # OpenAI batches: what their lines are (None: Messages params)
 
 
 @dataclass(slots=True)
@@ -141,6 +149,7 @@ class ClaimedRequest:
     workspace_id: str = ""
     lease_losses: int = 0  # workers lost while running it before this attempt
     model: str | None = None  # the model its params name (None when they name none)
+    endpoint: str | None = None  # an OpenAI batch's endpoint: its params are that endpoint's body
 
     @property
     def attempt(self) -> Attempt:
@@ -234,6 +243,11 @@ def _to_close(now: int) -> tuple[Any, ...]:
     return (B.c.processing_status != "ended", (B.c.processing_status == "canceling") | (B.c.expires_at <= now))
 
 
+def _unfinalized() -> tuple[Any, ...]:
+    """Ended OpenAI batches whose output and error files are still to be written."""
+    return (B.c.api == "openai", B.c.finalized_at.is_(None), B.c.processing_status == "ended")
+
+
 def _by_state(batch_id: str) -> Any:
     """A batch's requests counted by state."""
     return select(R.c.state, func.count()).where(R.c.batch_id == batch_id).group_by(R.c.state)
@@ -308,19 +322,24 @@ class BatchStore:
             record.request_count = count
             return count
 
-    async def get_batch(self, batch_id: str, workspace_id: str) -> BatchRecord | None:
+    async def get_batch(self, batch_id: str, workspace_id: str, api: str = "anthropic") -> BatchRecord | None:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(select(*_BATCH_COLUMNS).where(B.c.id == batch_id, B.c.workspace_id == workspace_id))
+                await conn.execute(
+                    select(*_BATCH_COLUMNS).where(B.c.id == batch_id, B.c.workspace_id == workspace_id, B.c.api == api)
+                )
             ).first()
         return None if row is None else BatchRecord.from_row(row)
 
     async def list_batches(
-        self, workspace_id: str, limit: int, after_id: str | None, before_id: str | None
+        self, workspace_id: str, limit: int, after_id: str | None, before_id: str | None, api: str | None = "anthropic"
     ) -> tuple[list[BatchRecord], bool]:
         """Newest first. ``after_id``: the page just older than it; ``before_id``: the page
-        just newer than it. Returns the page and whether more lie beyond it."""
+        just newer than it. Returns the page and whether more lie beyond it. ``api``: the
+        batches of one Batch API (None: of both, for the console)."""
         query = select(*_BATCH_COLUMNS).where(B.c.workspace_id == workspace_id)
+        if api is not None:
+            query = query.where(B.c.api == api)
         if after_id is not None:
             query = query.where(B.c.id < after_id)
         if before_id is not None:
@@ -335,17 +354,18 @@ class BatchStore:
             page.reverse()
         return [BatchRecord.from_row(r) for r in page], has_more
 
-    async def cancel_batch(self, batch_id: str, workspace_id: str, now: int) -> BatchRecord | None:
+    async def cancel_batch(
+        self, batch_id: str, workspace_id: str, now: int, api: str = "anthropic"
+    ) -> BatchRecord | None:
         """Move an in-progress batch to canceling; return the batch as it now stands."""
+        mine = (B.c.id == batch_id, B.c.workspace_id == workspace_id, B.c.api == api)
         async with self.db.write() as conn:
             await conn.execute(
                 update(B)
-                .where(B.c.id == batch_id, B.c.workspace_id == workspace_id, B.c.processing_status == "in_progress")
+                .where(*mine, B.c.processing_status == "in_progress")
                 .values(processing_status="canceling", cancel_initiated_at=now)
             )
-            row = (
-                await conn.execute(select(*_BATCH_COLUMNS).where(B.c.id == batch_id, B.c.workspace_id == workspace_id))
-            ).first()
+            row = (await conn.execute(select(*_BATCH_COLUMNS).where(*mine))).first()
         return None if row is None else BatchRecord.from_row(row)
 
     async def delete_batch(self, batch_id: str, workspace_id: str) -> str:
@@ -355,7 +375,7 @@ class BatchStore:
             status = (
                 await conn.execute(
                     select(B.c.processing_status)
-                    .where(B.c.id == batch_id, B.c.workspace_id == workspace_id)
+                    .where(B.c.id == batch_id, B.c.workspace_id == workspace_id, B.c.api == "anthropic")
                     .with_for_update()
                 )
             ).scalar()
@@ -418,7 +438,7 @@ class BatchStore:
             R.c.batch_id == B.c.id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= self._db_now()
         )
         query = (
-            select(B.c.id, B.c.workspace_id, B.c.api_version, B.c.expires_at)
+            select(B.c.id, B.c.workspace_id, B.c.api_version, B.c.expires_at, B.c.endpoint)
             .where(B.c.processing_status == "in_progress", ready)
             .order_by(B.c.id)
         )
@@ -498,6 +518,7 @@ class BatchStore:
                 batch.workspace_id,
                 r.lease_losses,
                 r.model,
+                batch.endpoint,
             )
             for r in rows
         ]
@@ -647,6 +668,7 @@ class BatchStore:
         checks = [
             exists().where(R.c.state == RequestState.RUNNING, R.c.lease_expires_at < self._db_now()),
             exists().where(*_to_close(now)),
+            exists().where(*_unfinalized()),
         ]
         if archive_cutoff is not None:
             checks.append(
@@ -765,7 +787,12 @@ class BatchStore:
             newly = (
                 await conn.execute(
                     update(B)
-                    .where(B.c.archived_at.is_(None), B.c.processing_status == "ended", B.c.created_at <= created_before)
+                    .where(
+                        B.c.archived_at.is_(None),
+                        B.c.processing_status == "ended",
+                        B.c.created_at <= created_before,
+                        (B.c.api != "openai") | B.c.finalized_at.is_not(None),
+                    )
                     .values(archived_at=now)
                     .returning(B.c.id)
                 )
@@ -787,6 +814,41 @@ class BatchStore:
                 if len(dropped) < chunk:
                     break
         return [r.id for r in newly]
+
+    # -- OpenAI batches' files ------------------------------------------------------------
+
+    async def unfinalized(self) -> list[BatchRecord]:
+        """Ended OpenAI batches whose output and error files are not written yet."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(select(*_BATCH_COLUMNS).where(*_unfinalized()).order_by(B.c.id))).all()
+        return [BatchRecord.from_row(r) for r in rows]
+
+    async def set_outputs(
+        self, batch_id: str, output_file_id: str | None, error_file_id: str | None, details: bytes, now: int
+    ) -> bool:
+        """Record an ended OpenAI batch's files, once: False when another writer did first."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(B)
+                .where(B.c.id == batch_id, *_unfinalized())
+                .values(output_file_id=output_file_id, error_file_id=error_file_id, details=details, finalized_at=now)
+            )
+        return result.rowcount == 1
+
+    async def live_counts(self, batch_ids: Sequence[str]) -> dict[str, dict[RequestState, int]]:
+        """Requests by state of each of these (open) batches, as they stand now."""
+        if not batch_ids:
+            return {}
+        counts: dict[str, dict[RequestState, int]] = {b: {} for b in batch_ids}
+        query = (
+            select(R.c.batch_id, R.c.state, func.count())
+            .where(R.c.batch_id.in_(list(batch_ids)))
+            .group_by(R.c.batch_id, R.c.state)
+        )
+        async with self.db.read() as conn:
+            for batch_id, state, n in await conn.execute(query):
+                counts[batch_id][RequestState(state)] = n
+        return counts
 
     async def batch_states(self, batch_ids: Iterable[str]) -> dict[str, str]:
         """The processing status of each of these batches that still exists."""

@@ -60,12 +60,28 @@ batches = Table(
     Column("ended_at", BigInteger),
     Column("cancel_initiated_at", BigInteger),
     Column("archived_at", BigInteger),
+    # Which Batch API the batch came through: "anthropic" (Message Batches) or "openai"
+    # (OpenAI's Batch API: its lines name ``endpoint``, its input and output are files).
+    Column("api", String(16), nullable=False, server_default=text("'anthropic'")),
+    Column("endpoint", String(64)),
+    Column("input_file_id", String(64)),
+    Column("output_file_id", String(64)),
+    Column("error_file_id", String(64)),
+    Column("details", LargeBinary),  # JSON: metadata, errors, usage, model, output file ttl
+    # When an OpenAI batch's output and error files were written (its end, for its API).
+    Column("finalized_at", BigInteger),
     Index("ix_batches_workspace", "workspace_id", "id"),
     Index(
         "ix_batches_open",
         "processing_status",
         postgresql_where=text("processing_status <> 'ended'"),
         sqlite_where=text("processing_status <> 'ended'"),
+    ),
+    Index(
+        "ix_batches_unfinalized",
+        "id",
+        postgresql_where=text("api = 'openai' AND finalized_at IS NULL"),
+        sqlite_where=text("api = 'openai' AND finalized_at IS NULL"),
     ),
 )
 
@@ -74,7 +90,7 @@ batch_requests = Table(
     metadata,
     Column("batch_id", _BYTEWISE_ID, nullable=False),
     Column("idx", Integer, nullable=False),
-    Column("custom_id", String(64), nullable=False),
+    Column("custom_id", String(512), nullable=False),  # 64 in Message Batches, longer in OpenAI's
     Column("model", Text),
     Column("params", LargeBinary, nullable=False),
     Column("state", SmallInteger, nullable=False, server_default=text("0")),
