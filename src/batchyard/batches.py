@@ -25,7 +25,7 @@ from .outcomes import Decision, OutcomePolicy, Report
 from .protocol import batches as wire
 from .protocol.batch_create import BatchBodyReader, BatchLine
 from .protocol.errors import ApiError, invalid_request, not_found
-from .protocol.ids import is_batch_id, new_batch_id
+from .protocol.ids import is_batch_id, is_openai_batch_id, new_batch_id
 from .protocol.timestamps import seconds_to_us
 from .store.batches import (
     Attempt,
@@ -256,10 +256,24 @@ class Batches:
 
     # -- the console's live view --------------------------------------------------------
 
+    async def get_any(self, workspace_id: str, batch_id: str) -> BatchRecord:
+        """A batch of either Batch API (the console shows both)."""
+        if self.openai is not None and is_openai_batch_id(batch_id):
+            return await self.openai.get(workspace_id, batch_id)
+        return await self.get(workspace_id, batch_id)
+
+    async def list_both(
+        self, workspace_id: str, limit: int, after_id: str | None, before_id: str | None
+    ) -> tuple[builtins.list[BatchRecord], bool]:
+        for name, cursor in (("after_id", after_id), ("before_id", before_id)):
+            if cursor is not None and not (is_batch_id(cursor) or is_openai_batch_id(cursor)):
+                raise invalid_request(f"{name}: {cursor[:128]!r} is not a batch ID")
+        return await self.store.list_both(workspace_id, limit, after_id, before_id)
+
     async def progress(self, workspace_id: str, batch_id: str) -> tuple[BatchRecord, dict[str, int]]:
         """The batch and its requests by state right now (the API shows tallies only at
         the end; the console shows them as they move)."""
-        record = await self.get(workspace_id, batch_id)
+        record = await self.get_any(workspace_id, batch_id)
         counts = {state.result_type: 0 for state in RequestState}
         if record.archived_at is None:
             for state, n in (await self.store.state_counts(batch_id)).items():
@@ -270,7 +284,7 @@ class Batches:
         self, workspace_id: str, batch_id: str, result_type: str | None, after_idx: int, limit: int
     ) -> builtins.list[tuple[int, bytes]]:
         """Result lines written so far, in submission order: (position, JSONL line)."""
-        await self.get(workspace_id, batch_id)
+        await self.get_any(workspace_id, batch_id)
         finished = [RequestState.SUCCEEDED, RequestState.ERRORED, RequestState.CANCELED, RequestState.EXPIRED]
         if result_type is not None:
             finished = [s for s in finished if s.result_type == result_type]

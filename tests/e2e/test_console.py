@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
+import orjson
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
@@ -164,6 +166,43 @@ def test_cancel_and_delete_from_the_page(server: ServerProcess, watched: Watched
     expect(page.locator(f'tr[data-batch="{finished.id}"]')).to_have_count(0)
     expect(page.locator(f'tr[data-batch="{running.id}"]')).to_be_visible()
     assert finished.id not in [b.id for b in client.messages.batches.list(limit=100)]
+
+
+def test_an_openai_batch_beside_message_batches(server: ServerProcess, watched: Watched) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="any", max_retries=0)
+    lines = b"".join(
+        orjson.dumps({"custom_id": f"o{i}", "method": "POST", "url": "/v1/chat/completions" if i < 40 else "/v1/embeddings",
+                      "body": {"model": "slow-model", "messages": [{"role": "user", "content": f"Q{i}"}]}})
+        + b"\n"
+        for i in range(42)
+    )
+    input_file = client.files.create(file=("input.jsonl", lines), purpose="batch")
+    batch = client.batches.create(input_file_id=input_file.id, endpoint="/v1/chat/completions", completion_window="24h")
+    message_batch = make_client(server.url).messages.batches.create(requests=[{"custom_id": "m", "params": simple_params()}])
+    page = watched.page
+    page.goto(f"{server.url}/console")
+    row = page.locator(f'tr[data-batch="{batch.id}"]')
+    expect(row).to_be_visible()
+    expect(row.locator(".api")).to_have_text("OpenAI Batch")
+    expect(page.locator(f'tr[data-batch="{message_batch.id}"] .api')).to_have_text("Message Batches")
+    expect(row.locator(".status")).to_have_text(re.compile("in progress|completed"))
+
+    row.click()
+    expect(page.locator("h1")).to_have_text(batch.id)
+    expect(page.locator(".status").first).to_have_text("completed", timeout=60_000)
+    expect(page.locator('[data-count="succeeded"]')).to_have_text("40")
+    expect(page.locator('[data-count="errored"]')).to_have_text("2")
+    expect(page.locator('#results-table tr[data-custom-id="o1"] .summary')).to_have_text(re.compile(r"\w{3,}"))  # its reply
+    shot(page, "console-openai-batch.png")
+    with page.expect_download() as download:
+        page.locator("#download-output").click()
+    output = [orjson.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
+    assert sorted(line["custom_id"] for line in output) == sorted(f"o{i}" for i in range(40))
+    with page.expect_download() as download:
+        page.locator("#download-errors").click()
+    errors = [orjson.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
+    assert [line["custom_id"] for line in errors] == ["o40", "o41"]
+    assert errors[0]["response"]["status_code"] == 400  # not the batch's endpoint
 
 
 def test_models_page_and_narrow_screen(server: ServerProcess, browser: Browser) -> None:

@@ -262,7 +262,11 @@ def test_messages_lines_and_endpoints_a_route_cannot_serve(server: ServerProcess
 
 def test_the_files_and_batches_of_a_workspace_are_its_own(tmp_path: Path, fresh_database_url: str) -> None:
     keys = {name: make_key(name, fresh_database_url, tmp_path) for name in ("alpha", "beta")}
-    proc = ServerProcess(fresh_database_url, config_text='[[models]]\nid = "*"\nbackend = "simulator"\n', workdir=tmp_path)
+    config = (
+        '[rate_limits]\nmax_queued_requests = 3\n\n[[models]]\nid = "slow"\nbackend = "simulator"\nlatency_ms = 3000\n\n'
+        '[[models]]\nid = "*"\nbackend = "simulator"\n'
+    )
+    proc = ServerProcess(fresh_database_url, config_text=config, workdir=tmp_path)
     proc.start()
     try:
         alpha, beta = oai(proc.url, keys["alpha"]), oai(proc.url, keys["beta"])
@@ -277,6 +281,37 @@ def test_the_files_and_batches_of_a_workspace_are_its_own(tmp_path: Path, fresh_
         assert done.id not in [b.id for b in beta.batches.list().data]
         with pytest.raises(openai.AuthenticationError):
             oai(proc.url, "sk-wrong").batches.list()
+
+        # The cap on a workspace's queued requests counts both kinds of batch.
+        queued = submit(alpha, [chat_line(f"s{i}", model="slow") for i in range(2)])
+        with pytest.raises(openai.RateLimitError, match="over its limit of 3"):
+            submit(alpha, [chat_line(f"t{i}") for i in range(2)])
+        claude = make_client(proc.url, api_key=keys["alpha"])
+        with pytest.raises(anthropic.RateLimitError):
+            claude.messages.batches.create(
+                requests=[{"custom_id": f"u{i}", "params": {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}} for i in range(2)]
+            )
+        assert submit(beta, [chat_line("v0"), chat_line("v1")]).status == "in_progress"  # beta's queue is its own
+        alpha.batches.cancel(queued.id)
+    finally:
+        proc.stop()
+
+
+def test_a_batch_past_its_window_expires_keeping_what_finished(tmp_path: Path) -> None:
+    config = (
+        "[batches]\nttl = 2\n\n[engine]\nsweep_interval = 0.2\n\n"
+        '[[models]]\nid = "slow"\nbackend = "simulator"\nlatency_ms = 300\nmax_concurrency = 1\n'
+    )
+    proc = ServerProcess(f"sqlite:///{tmp_path / 'expiry.db'}", config_text=config, workdir=tmp_path)
+    proc.start()
+    try:
+        client = oai(proc.url)
+        ids = [f"x{i}" for i in range(30)]
+        done = wait_done(client, submit(client, [chat_line(i, model="slow") for i in ids]).id)
+        assert done.status == "expired" and done.expired_at is not None and done.completed_at is None
+        output, errors = one_line_each(client, done, ids)
+        assert 1 <= len(output) < 30
+        assert all(line["response"] is None and line["error"]["code"] == "batch_expired" for line in errors.values())
     finally:
         proc.stop()
 

@@ -20,8 +20,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..api.responses import json_response
 from ..api.state import services
-from ..protocol import batches as wire
+from ..protocol import openai_batches as openai_wire
 from ..protocol.errors import invalid_request
+from ..protocol.timestamps import to_rfc3339
+from ..store.batches import BatchRecord
 
 STATIC = Path(__file__).parent / "static"
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
@@ -80,13 +82,82 @@ async def info(request: Request) -> Response:
     )
 
 
+OPENAI_ENDED = ("completed", "failed", "expired", "cancelled")
+
+
+def batch_view(record: BatchRecord, by_state: dict[str, int]) -> dict[str, Any]:
+    """What the console shows of a batch of either Batch API, in one shape: its status in
+    its own API's words, counts by result type (live while it runs), what can be done."""
+    if record.processing_status == "ended":
+        by_state = {"succeeded": record.succeeded, "errored": record.errored, "canceled": record.canceled,
+                    "expired": record.expired}
+    counts = {t: by_state.get(t, 0) for t in RESULT_TYPES}
+    downloads: list[dict[str, str]] = []
+    if record.api == "openai":
+        shown = openai_wire.batch_object(record, by_state)
+        status = shown["status"]
+        ended = status in OPENAI_ENDED
+        for key, button, label, suffix in (
+            ("output_file_id", "download-output", "Download output", "output"),
+            ("error_file_id", "download-errors", "Download errors", "error"),
+        ):
+            if shown[key]:
+                downloads.append({"id": button, "label": label, "path": f"/v1/files/{shown[key]}/content",
+                                  "filename": f"{record.id}_{suffix}.jsonl"})
+        cancel = f"/v1/batches/{record.id}/cancel"
+        errors = (shown["errors"] or {}).get("data") or []
+    else:
+        status = record.processing_status
+        ended = status == "ended"
+        if ended and record.archived_at is None:
+            downloads.append({"id": "download-results", "label": "Download results",
+                              "path": f"/v1/messages/batches/{record.id}/results", "filename": f"{record.id}_results.jsonl"})
+        cancel = f"/v1/messages/batches/{record.id}/cancel"
+        errors = []
+    return {
+        "id": record.id,
+        "api": record.api,
+        "endpoint": record.endpoint,
+        "status": status,
+        "ended": ended,
+        "created_at": to_rfc3339(record.created_at),
+        "ended_at": to_rfc3339(record.finalized_at if record.api == "openai" else record.ended_at),
+        "total": record.request_count,
+        "counts": counts,
+        "cancel_path": cancel if record.processing_status == "in_progress" else None,
+        "delete_path": f"/v1/messages/batches/{record.id}" if record.api == "anthropic" and ended else None,
+        "downloads": downloads,
+        "errors": errors,
+    }
+
+
+async def list_batches(request: Request) -> Response:
+    """Batches of both APIs, newest first, with live counts for the open ones."""
+    svc = services(request)
+    query = request.query_params
+    limit = _int(query.get("limit"), "limit", 20, 1, 100)
+    records, has_more = await svc.batches.list_both(
+        request.scope["state"]["workspace_id"], limit, query.get("after_id") or None, query.get("before_id") or None
+    )
+    live = await svc.batches.store.live_counts([r.id for r in records if r.processing_status != "ended"])
+    data = [batch_view(r, {s.result_type: n for s, n in live.get(r.id, {}).items()}) for r in records]
+    return json_response(
+        {
+            "data": data,
+            "has_more": has_more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
+
+
 async def progress(request: Request) -> Response:
     svc = services(request)
     record, counts = await svc.batches.progress(request.scope["state"]["workspace_id"], request.path_params["batch_id"])
     finished = sum(n for kind, n in counts.items() if kind in RESULT_TYPES)
     return json_response(
         {
-            "batch": wire.message_batch(record, None),
+            "batch": batch_view(record, counts),
             "total": record.request_count,
             "finished": finished if record.archived_at is None else record.request_count,
             "by_state": counts,
@@ -97,7 +168,14 @@ async def progress(request: Request) -> Response:
 def summary(result: dict[str, Any]) -> str:
     """What a person wants to see of a result at a glance."""
     if result.get("type") == "succeeded":
-        for block in result.get("message", {}).get("content", []):
+        answer = result.get("message", {})
+        if "choices" in answer:  # an OpenAI batch's chat or text completion
+            choice = (answer["choices"] or [{}])[0]
+            text = choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content")
+            return (text or "")[:SUMMARY_CHARS]
+        if answer.get("object") == "list":  # embeddings
+            return f"{len(answer.get('data') or [])} embedding(s)"
+        for block in answer.get("content", []):
             if block.get("type") == "text":
                 return block.get("text", "")[:SUMMARY_CHARS]
             if block.get("type") == "tool_use":
@@ -152,6 +230,7 @@ routes = [
     Route("/console", to_index, methods=["GET"]),
     Route("/console/", index, methods=["GET"]),
     Route("/console/api/info", info, methods=["GET"]),
+    Route("/console/api/batches", list_batches, methods=["GET"]),
     Route("/console/api/batches/{batch_id}/progress", progress, methods=["GET"]),
     Route("/console/api/batches/{batch_id}/lines", lines, methods=["GET"]),
     Mount("/console/static", app=ranges_checked(StaticFiles(directory=STATIC)), name="console-static"),

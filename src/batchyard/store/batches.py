@@ -354,6 +354,35 @@ class BatchStore:
             page.reverse()
         return [BatchRecord.from_row(r) for r in page], has_more
 
+    async def list_both(
+        self, workspace_id: str, limit: int, after_id: str | None, before_id: str | None
+    ) -> tuple[list[BatchRecord], bool]:
+        """Batches of both APIs, newest first by creation time (their ids have different
+        prefixes, so the id alone does not order them); ``after_id``/``before_id`` as in
+        :meth:`list_batches`. For the console."""
+        query = select(*_BATCH_COLUMNS).where(B.c.workspace_id == workspace_id)
+        cursor = after_id or before_id
+        if cursor is not None:
+            async with self.db.read() as conn:
+                at = (
+                    await conn.execute(select(B.c.created_at).where(B.c.id == cursor, B.c.workspace_id == workspace_id))
+                ).scalar()
+            if at is None:
+                return [], False
+            if after_id is not None:
+                query = query.where((B.c.created_at < at) | ((B.c.created_at == at) & (B.c.id < cursor)))
+            else:
+                query = query.where((B.c.created_at > at) | ((B.c.created_at == at) & (B.c.id > cursor)))
+        backwards = before_id is not None and after_id is None
+        order = (B.c.created_at.asc(), B.c.id.asc()) if backwards else (B.c.created_at.desc(), B.c.id.desc())
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query.order_by(*order).limit(limit + 1))).all()
+        has_more = len(rows) > limit
+        page = list(rows[:limit])
+        if backwards:
+            page.reverse()
+        return [BatchRecord.from_row(r) for r in page], has_more
+
     async def cancel_batch(
         self, batch_id: str, workspace_id: str, now: int, api: str = "anthropic"
     ) -> BatchRecord | None:

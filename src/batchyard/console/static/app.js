@@ -133,42 +133,36 @@ keyForget.addEventListener("click", () => {
 
 // -- batch list ------------------------------------------------------------------------
 
-async function countsOf(batch) {
-  if (batch.processing_status === "ended") return batch.request_counts;
-  const live = await api(`/console/api/batches/${batch.id}/progress`);
-  return live.by_state;
-}
+const API_NAMES = { anthropic: "Message Batches", openai: "OpenAI Batch" };
 
 async function renderList(params) {
   const query = new URLSearchParams({ limit: "20" });
   if (params.get("after_id")) query.set("after_id", params.get("after_id"));
   if (params.get("before_id")) query.set("before_id", params.get("before_id"));
-  const page = await api(`/v1/messages/batches?${query}`);
-  const counts = await Promise.all(page.data.map((b) => countsOf(b).catch(() => b.request_counts)));
-  const rows = page.data.map((batch, i) => {
-    const total = Object.values(batch.request_counts).reduce((a, b) => a + b, 0);
-    return el("tr", { class: "clickable", "data-batch": batch.id, onclick: () => { location.hash = `#/batches/${batch.id}`; } },
+  const page = await api(`/console/api/batches?${query}`);
+  const rows = page.data.map((batch) =>
+    el("tr", { class: "clickable", "data-batch": batch.id, "data-api": batch.api, onclick: () => { location.hash = `#/batches/${batch.id}`; } },
       el("td", { class: "id" }, el("a", { href: `#/batches/${batch.id}`, class: "mono", text: batch.id, title: batch.id })),
+      el("td", { class: "optional api", text: API_NAMES[batch.api] || batch.api }),
       el("td", { class: "optional", text: when(batch.created_at) }),
-      el("td", {}, statusBadge(batch.processing_status)),
-      el("td", {}, progressBar(total, counts[i], true)),
-      el("td", { class: "optional" }, chips(counts[i])));
-  });
+      el("td", {}, statusBadge(batch.status)),
+      el("td", {}, progressBar(batch.total, batch.counts, true)),
+      el("td", { class: "optional" }, chips(batch.counts))));
   const older = page.data.length && (page.has_more || params.get("before_id")) ? page.last_id : null;
   const newer = page.data.length && (params.get("after_id") || (params.get("before_id") && page.has_more)) ? page.first_id : null;
   view.replaceChildren(
-    el("h1", { text: "Message batches" }),
+    el("h1", { text: "Batches" }),
     page.data.length === 0
       ? el("p", { class: "empty", text: "No batches yet. Create one with the API, an SDK, or `batchyard batch submit`." })
       : el("div", { class: "table-wrap" }, el("table", { id: "batch-table" },
           el("thead", {}, el("tr", {},
-            el("th", { text: "Batch" }), el("th", { class: "optional", text: "Created" }), el("th", { text: "Status" }),
-            el("th", { text: "Progress" }), el("th", { class: "optional", text: "Results" }))),
+            el("th", { text: "Batch" }), el("th", { class: "optional", text: "API" }), el("th", { class: "optional", text: "Created" }),
+            el("th", { text: "Status" }), el("th", { text: "Progress" }), el("th", { class: "optional", text: "Results" }))),
           el("tbody", {}, rows))),
     el("div", { class: "pager" },
       el("button", { type: "button", disabled: !newer, onclick: () => { location.hash = `#/batches?before_id=${newer}`; } }, "← Newer"),
       el("button", { type: "button", disabled: !older, onclick: () => { location.hash = `#/batches?after_id=${older}`; } }, "Older →")));
-  const live = page.data.some((b) => b.processing_status !== "ended");
+  const live = page.data.some((b) => !b.ended);
   schedule(route, live ? 2000 : 5000);
 }
 
@@ -196,13 +190,15 @@ async function renderDetail(batchId, params) {
   }
   const progress = await api(`/console/api/batches/${batchId}/progress`);
   const batch = progress.batch;
-  const ended = batch.processing_status === "ended";
+  const ended = batch.ended;
   const perSecond = ended ? null : rate(batchId, progress.finished);
   const remaining = progress.total - progress.finished;
   const eta = perSecond && perSecond > 0 ? remaining / perSecond : null;
 
   const facts = el("div", { class: "facts" },
-    fact("Status", statusBadge(batch.processing_status)),
+    fact("Status", statusBadge(batch.status)),
+    fact("API", API_NAMES[batch.api] || batch.api),
+    batch.endpoint ? fact("Endpoint", el("span", { class: "mono small", text: batch.endpoint })) : null,
     fact("Requests", number(progress.total)),
     ...TYPES.map((t) => fact(t, el("span", { class: `chip ${t}`, "data-count": t, text: number(progress.by_state[t] || 0) }))),
     fact("Throughput", perSecond === null ? "—" : `${perSecond.toFixed(1)} /s`),
@@ -211,12 +207,20 @@ async function renderDetail(batchId, params) {
     fact("Ended", when(batch.ended_at)));
 
   const actions = el("div", { class: "actions" },
-    el("button", { type: "button", id: "cancel-batch", class: "danger", disabled: batch.processing_status !== "in_progress",
-      onclick: () => act("cancel", batchId) }, "Cancel batch"),
-    el("button", { type: "button", id: "delete-batch", class: "danger", disabled: !ended,
-      onclick: () => act("delete", batchId) }, "Delete batch"),
-    el("button", { type: "button", id: "download-results", disabled: !ended || batch.archived_at,
-      onclick: () => download(batchId) }, "Download results"));
+    el("button", { type: "button", id: "cancel-batch", class: "danger", disabled: !batch.cancel_path,
+      onclick: () => act("cancel", batch) }, "Cancel batch"),
+    batch.api === "anthropic"
+      ? el("button", { type: "button", id: "delete-batch", class: "danger", disabled: !batch.delete_path,
+          onclick: () => act("delete", batch) }, "Delete batch")
+      : null,
+    batch.downloads.length === 0 && batch.api === "anthropic"
+      ? el("button", { type: "button", id: "download-results", disabled: true }, "Download results")
+      : null,
+    batch.downloads.map((file) =>
+      el("button", { type: "button", id: file.id, onclick: () => download(file) }, file.label)));
+  const problems = batch.errors.length === 0 ? null : el("section", {},
+    el("h2", { text: "Input file errors" }),
+    el("ul", { id: "input-errors" }, batch.errors.map((e) => el("li", { text: `line ${e.line ?? "—"}: ${e.message}` }))));
 
   if (detailState.lines.length === 0 && !detailState.done) await loadLines(batchId);
   view.replaceChildren(
@@ -225,6 +229,7 @@ async function renderDetail(batchId, params) {
     progressBar(progress.total, progress.by_state, true),
     facts,
     actions,
+    ...(problems ? [problems] : []),
     resultsSection(batchId));
   if (!ended) {
     schedule(async () => {
@@ -292,14 +297,14 @@ async function openLine(batchId, line) {
 
 document.getElementById("line-close").addEventListener("click", () => document.getElementById("line-dialog").close());
 
-async function act(action, batchId) {
+async function act(action, batch) {
   const question = action === "cancel"
-    ? `Cancel batch ${batchId}? Requests not yet started will be canceled.`
-    : `Delete batch ${batchId} and its results? This cannot be undone.`;
+    ? `Cancel batch ${batch.id}? Requests not yet started will be canceled.`
+    : `Delete batch ${batch.id} and its results? This cannot be undone.`;
   if (!window.confirm(question)) return;
   try {
-    if (action === "cancel") await api(`/v1/messages/batches/${batchId}/cancel`, { method: "POST" });
-    else await api(`/v1/messages/batches/${batchId}`, { method: "DELETE" });
+    if (action === "cancel") await api(batch.cancel_path, { method: "POST" });
+    else await api(batch.delete_path, { method: "DELETE" });
     clearError();
     if (action === "delete") location.hash = "#/batches";
     else await route();
@@ -308,12 +313,12 @@ async function act(action, batchId) {
   }
 }
 
-async function download(batchId) {
+async function download(file) {
   try {
-    const response = await api(`/v1/messages/batches/${batchId}/results`, { raw: true });
+    const response = await api(file.path, { raw: true });
     const blob = await response.blob();
     const url = URL.createObjectURL(blob);
-    const link = el("a", { href: url, download: `${batchId}_results.jsonl` });
+    const link = el("a", { href: url, download: file.filename });
     document.body.append(link);
     link.click();
     link.remove();
