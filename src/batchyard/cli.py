@@ -383,10 +383,15 @@ class _Api:
     """What every `batchyard batch` command needs: a client, and how to print."""
 
     def __init__(self, base_url: str, api_key: str | None, as_json: bool) -> None:
-        from .client import BatchClient
+        from .client import BatchClient, OpenAIBatchClient
 
         self.client = BatchClient(base_url, api_key)
+        self.openai = OpenAIBatchClient(base_url, api_key)
         self.as_json = as_json
+
+    def for_id(self, batch_id: str) -> Any:
+        """The client of the API a batch id belongs to (``batch_…``: OpenAI's Batch API)."""
+        return self.openai if batch_id.startswith("batch_") else self.client
 
     def emit(self, data: object) -> None:
         import orjson
@@ -431,6 +436,8 @@ def _counts_text(counts: dict[str, int]) -> str:
 
 
 def _describe(batch: dict[str, object]) -> str:
+    if batch.get("object") == "batch":
+        return _describe_openai(batch)
     counts = batch["request_counts"]
     assert isinstance(counts, dict)
     lines = [
@@ -445,12 +452,42 @@ def _describe(batch: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def _when(seconds: object) -> str:
+    import datetime
+
+    assert isinstance(seconds, int)
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat()
+
+
+def _describe_openai(batch: dict[str, object]) -> str:
+    counts = batch["request_counts"]
+    assert isinstance(counts, dict)
+    lines = [
+        f"{batch['id']}  {batch['status']}  ({batch['endpoint']})",
+        f"  requests:  {counts['total']} in all, {counts['completed']} completed, {counts['failed']} failed",
+        f"  created:   {_when(batch['created_at'])}",
+    ]
+    for key in ("completed_at", "failed_at", "expired_at", "cancelled_at"):
+        if batch.get(key):
+            lines.append(f"  {key.replace('_at', '')}: {_when(batch[key])}")
+    for key in ("input_file_id", "output_file_id", "error_file_id"):
+        if batch.get(key):
+            lines.append(f"  {key.replace('_id', '').replace('_', ' ')}: {batch[key]}")
+    errors = batch.get("errors")
+    if isinstance(errors, dict):
+        for error in errors.get("data") or []:
+            lines.append(f"  error: line {error.get('line')}: {error.get('message')}")
+    return "\n".join(lines)
+
+
 def _watch(api: _Api, batch_id: str, poll: float) -> dict[str, object]:
     """Poll until the batch ends, with a progress bar on a terminal."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if batch_id.startswith("batch_"):
+        return _watch_openai(api, batch_id, poll)
     batch = api.client.get(batch_id)
     total = sum(batch["request_counts"].values())
     show = not api.as_json and sys.stderr.isatty()
@@ -473,9 +510,37 @@ def _watch(api: _Api, batch_id: str, poll: float) -> dict[str, object]:
             batch = api.client.get(batch_id)
 
 
+def _watch_openai(api: _Api, batch_id: str, poll: float) -> dict[str, object]:
+    """An OpenAI batch until it ends: its counts move while it runs."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .client import OPENAI_ENDED
+
+    show = not api.as_json and sys.stderr.isatty()
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        disable=not show, transient=False,
+    )
+    with progress:
+        task = progress.add_task(batch_id, total=None)
+        while True:
+            batch = api.openai.get(batch_id)
+            counts = batch["request_counts"]
+            progress.update(
+                task, total=counts["total"], completed=counts["completed"] + counts["failed"],
+                description=f"{batch_id} {batch['status']}",
+            )
+            if batch["status"] in OPENAI_ENDED:
+                return batch
+            time.sleep(poll)
+
+
 @main.group()
 def batch() -> None:
-    """Drive batches on any Message Batches server (this one, or Anthropic's).
+    """Drive batches on any Message Batches server (this one, or Anthropic's), or on any
+    OpenAI Batch API server (this one too): ``batch_…`` ids are OpenAI batches.
 
     Exit codes: 0 ok, 1 the server said no (its message is printed), 2 a usage error
     (bad arguments, or a batch file with bad lines)."""
@@ -485,13 +550,27 @@ def batch() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--wait", is_flag=True, help="Wait until the batch ends, with a progress bar.")
 @click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between polls with --wait.")
+@click.option(
+    "--api", "api_name", type=click.Choice(["auto", "anthropic", "openai"]), default="auto", show_default=True,
+    help="The file's format: Message Batches lines, or OpenAI Batch API lines (auto: from its first line).",
+)
 @_client_options
-def batch_submit(file: Path, wait: bool, poll: float, base_url: str, api_key: str | None, as_json: bool) -> None:
-    """Submit FILE.jsonl: one {"custom_id": ..., "params": {...}} per line. Lines are
-    checked here first; bad ones are listed with their line numbers and nothing is sent."""
-    from .client import check_jsonl
+def batch_submit(
+    file: Path, wait: bool, poll: float, api_name: str, base_url: str, api_key: str | None, as_json: bool
+) -> None:
+    """Submit FILE.jsonl: one {"custom_id": ..., "params": {...}} per line (Message Batches),
+    or one {"custom_id", "method": "POST", "url", "body"} per line (OpenAI's Batch API: the
+    file is uploaded, then the batch made from it). Lines are checked here first; bad ones
+    are listed with their line numbers and nothing is sent."""
+    from .client import check_jsonl, check_openai_jsonl, file_format
 
-    count, bad = check_jsonl(file)
+    endpoint = None
+    if api_name == "auto":
+        api_name = file_format(file)
+    if api_name == "openai":
+        count, endpoint, bad = check_openai_jsonl(file)
+    else:
+        count, bad = check_jsonl(file)
     if bad:
         for line in bad[:50]:
             where = f"{file}:{line.number}" if line.number else str(file)
@@ -502,7 +581,7 @@ def batch_submit(file: Path, wait: bool, poll: float, base_url: str, api_key: st
     api = _Api(base_url, api_key, as_json)
 
     def work() -> None:
-        created = api.client.create(file)
+        created = api.openai.create(file, endpoint) if endpoint is not None else api.client.create(file)
         if not as_json:
             click.echo(f"submitted {created['id']} ({count} requests)")
         if wait:
@@ -517,12 +596,31 @@ def batch_submit(file: Path, wait: bool, poll: float, base_url: str, api_key: st
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--after-id", default=None, help="Page after (older than) this batch.")
 @click.option("--before-id", default=None, help="Page before (newer than) this batch.")
+@click.option("--api", "api_name", type=click.Choice(["anthropic", "openai"]), default="anthropic", show_default=True,
+              help="Which Batch API's batches.")
 @_client_options
-def batch_list(limit: int, after_id: str | None, before_id: str | None, base_url: str, api_key: str | None, as_json: bool) -> None:
+def batch_list(
+    limit: int, after_id: str | None, before_id: str | None, api_name: str, base_url: str, api_key: str | None,
+    as_json: bool,
+) -> None:
     """Batches, newest first."""
     api = _Api(base_url, api_key, as_json)
 
     def work() -> None:
+        if api_name == "openai":
+            page = api.openai.list(min(limit, 100), after_id)
+            if as_json:
+                api.emit(page)
+                return
+            for item in page["data"]:
+                counts = item["request_counts"]
+                click.echo(f"{item['id']}  {_when(item['created_at'])}  {item['status']:<10}  "
+                           f"{counts['completed']} completed, {counts['failed']} failed of {counts['total']}")
+            if not page["data"]:
+                click.echo("no batches")
+            elif page["has_more"]:
+                click.echo(f"more: --after-id {page['last_id']}")
+            return
         page = api.client.list(limit, after_id, before_id)
         if as_json:
             api.emit(page)
@@ -545,7 +643,7 @@ def batch_list(limit: int, after_id: str | None, before_id: str | None, base_url
 def batch_get(batch_id: str, base_url: str, api_key: str | None, as_json: bool) -> None:
     """One batch."""
     api = _Api(base_url, api_key, as_json)
-    _run_client(lambda: api.show(api.client.get(batch_id)))
+    _run_client(lambda: api.show(api.for_id(batch_id).get(batch_id)))
 
 
 @batch.command("watch")
@@ -571,19 +669,23 @@ def batch_results(batch_id: str, output: Path | None, base_url: str, api_key: st
     api = _Api(base_url, api_key, as_json)
 
     def work() -> None:
-        current = api.client.get(batch_id)
-        if current["processing_status"] != "ended":
-            raise ClientError(f"batch {batch_id} has not ended yet ({current['processing_status']})")
+        from .client import OPENAI_ENDED
+
+        client = api.for_id(batch_id)
+        current = client.get(batch_id)
+        status = current.get("processing_status", current.get("status"))
+        if status not in ("ended", *OPENAI_ENDED):
+            raise ClientError(f"batch {batch_id} has not ended yet ({status})")
         if output is None:
             out = sys.stdout.buffer
-            for chunk in api.client.results(current):
+            for chunk in client.results(current):
                 out.write(chunk)
             out.flush()
             return
         lines = 0
         partial = output.with_name(output.name + ".part")
         with partial.open("wb") as handle:
-            for chunk in api.client.results(current):
+            for chunk in client.results(current):
                 handle.write(chunk)
                 lines += chunk.count(b"\n")
         partial.replace(output)
@@ -601,7 +703,7 @@ def batch_results(batch_id: str, output: Path | None, base_url: str, api_key: st
 def batch_cancel(batch_id: str, base_url: str, api_key: str | None, as_json: bool) -> None:
     """Cancel a batch: requests not yet started end as canceled."""
     api = _Api(base_url, api_key, as_json)
-    _run_client(lambda: api.show(api.client.cancel(batch_id)))
+    _run_client(lambda: api.show(api.for_id(batch_id).cancel(batch_id)))
 
 
 @batch.command("delete")

@@ -116,3 +116,50 @@ def test_cancel_and_watch(server, tmp_path: Path) -> None:
     assert watched.returncode == 0
     final = orjson.loads(watched.stdout)
     assert final["processing_status"] == "ended" and final["request_counts"]["canceled"] >= 1
+
+
+def openai_line(custom_id: str, url: str = "/v1/chat/completions", **body: object) -> dict[str, object]:
+    content = {"model": "claude-sim", "messages": [{"role": "user", "content": f"about {custom_id}"}], **body}
+    return {"custom_id": custom_id, "method": "POST", "url": url, "body": content}
+
+
+def test_an_openai_batch_file_is_detected_submitted_and_its_results_saved(server, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "openai.jsonl", [openai_line(f"o{i}") for i in range(12)])
+    done = batch_cli(server, "submit", str(source), "--wait", "--poll", "0.2")
+    assert done.returncode == 0, done.stderr
+    batch_id = done.stdout.split()[1]
+    assert batch_id.startswith("batch_") and "(12 requests)" in done.stdout
+    assert "completed" in done.stdout and "12 in all, 12 completed, 0 failed" in done.stdout
+
+    out = tmp_path / "output.jsonl"
+    saved = batch_cli(server, "results", batch_id, "-o", str(out))
+    assert saved.returncode == 0, saved.stderr
+    lines = [orjson.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(line["custom_id"] for line in lines) == sorted(f"o{i}" for i in range(12))
+    assert all(line["response"]["body"]["object"] == "chat.completion" for line in lines)
+
+    as_json = orjson.loads(batch_cli(server, "get", batch_id, "--json").stdout)
+    assert as_json["object"] == "batch" and as_json["request_counts"] == {"total": 12, "completed": 12, "failed": 0}
+    listed = batch_cli(server, "list", "--api", "openai", "--json")
+    assert batch_id in [b["id"] for b in orjson.loads(listed.stdout)["data"]]
+    assert batch_id not in batch_cli(server, "list", "--limit", "1000").stdout  # Message Batches only
+
+    running = batch_cli(server, "submit", str(write_jsonl(tmp_path / "slow.jsonl", [
+        {**openai_line(f"s{i}"), "body": {"model": "slow-model", "messages": [{"role": "user", "content": "x"}]}}
+        for i in range(40)
+    ])), "--json")
+    slow_id = orjson.loads(running.stdout)["id"]
+    cancelled = batch_cli(server, "cancel", slow_id, "--json")
+    assert cancelled.returncode == 0 and orjson.loads(cancelled.stdout)["status"] in ("cancelling", "cancelled")
+
+
+def test_bad_openai_lines_are_reported_before_anything_is_sent(server, tmp_path: Path) -> None:
+    items = [openai_line("a"), openai_line("a"), {**openai_line("b"), "method": "GET"}, openai_line("c")]
+    source = write_jsonl(tmp_path / "bad.jsonl", items)
+    done = batch_cli(server, "submit", str(source), "--api", "openai")
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"{source}:2: Line 2: the custom_id 'a' is also used on line 1" in done.stderr
+    assert f"{source}:3: Line 3: 'method' must be 'POST'." in done.stderr
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [openai_line("a"), openai_line("b", url="/v1/embeddings", input="x")])
+    done = batch_cli(server, "submit", str(mixed))
+    assert done.returncode == 2 and "more than one endpoint" in done.stderr
