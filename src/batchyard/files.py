@@ -40,6 +40,7 @@ log = logging.getLogger("batchyard.files")
 TOUCH_EVERY_US = 5_000_000  # an upload in progress says so this often
 SWEEP_LOCK_KEY = 0x62796673  # "byfs": one sweeper of files at a time across processes
 RESOLVED_CACHE_BYTES = 64 * 1024 * 1024
+SERVER_FILE_LIMIT = 1 << 40  # the server's own files (batch output) are as large as their results
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Upload:
         self.limit = limit
         self.received = False
         self.checked = False  # the JSONL check ran while the bytes streamed
+        self.quota = True  # held to the workspace's storage quota (the server's own files are not)
         self._used: int | None = None
 
     async def receive(
@@ -118,7 +120,7 @@ class Upload:
             raise invalid_request("file: only one file may be uploaded per request")
         self.received = True
         record, store, blobs = self.record, self.files.store, self.files.blobs
-        quota = self.files.settings.files.max_workspace_bytes or None
+        quota = (self.files.settings.files.max_workspace_bytes or None) if self.quota else None
         if quota is not None:
             self._used = await store.usage(record.workspace_id)
         buffer = bytearray()
@@ -178,7 +180,7 @@ class Upload:
         record.purpose = purpose
         record.downloadable = downloadable
         record.expires_at = record.created_at + seconds_to_us(ttl) if ttl else None
-        quota = settings.max_workspace_bytes or None
+        quota = (settings.max_workspace_bytes or None) if self.quota else None
         await self.files.blobs.commit(record.id, record.chunks)
         try:
             committed = await self.files.store.commit(record, quota)
@@ -245,8 +247,11 @@ class Files:
         downloadable: bool = True,
     ) -> FileRecord:
         """Store a file the server makes (e.g. ``batch_output``) from an async stream of
-        bytes; it is downloadable through both APIs. ``mime_type`` None: sniffed."""
-        async with self.upload(workspace_id) as upload:
+        bytes; it is downloadable through both APIs. ``mime_type`` None: sniffed. Not held
+        to the workspace's quota: the work it records is done, and refusing it would lose it
+        (the files still count toward the quota of later uploads)."""
+        async with self.upload(workspace_id, limit=SERVER_FILE_LIMIT) as upload:
+            upload.quota = False
             await upload.receive(chunks, filename=filename, declared_type=mime_type)
             if mime_type:
                 upload.record.mime_type = mime_type

@@ -297,6 +297,24 @@ def test_the_files_and_batches_of_a_workspace_are_its_own(tmp_path: Path, fresh_
         proc.stop()
 
 
+def test_output_files_are_written_past_the_storage_quota(tmp_path: Path) -> None:
+    keys = {"alpha": make_key("alpha", f"sqlite:///{tmp_path / 'quota.db'}", tmp_path)}
+    config = '[files]\nmax_workspace_bytes = 2000\n\n[[models]]\nid = "*"\nbackend = "simulator"\n'
+    proc = ServerProcess(f"sqlite:///{tmp_path / 'quota.db'}", config_text=config, workdir=tmp_path)
+    proc.start()
+    try:
+        client = oai(proc.url, keys["alpha"])
+        ids = [f"q{i}" for i in range(5)]
+        done = wait_done(client, submit(client, [chat_line(i) for i in ids]).id)  # ~1 KB of input
+        assert done.status == "completed"
+        one_line_each(client, done, ids)
+        assert client.files.retrieve(done.output_file_id).bytes > 2000  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError, match="storage quota"):  # it counts for later uploads
+            upload(client, [chat_line("late")])
+    finally:
+        proc.stop()
+
+
 def test_a_batch_past_its_window_expires_keeping_what_finished(tmp_path: Path) -> None:
     config = (
         "[batches]\nttl = 2\n\n[engine]\nsweep_interval = 0.2\n\n"
