@@ -77,7 +77,7 @@ def one_line_each(client: openai.OpenAI, batch: Any, custom_ids: list[str]) -> t
 def test_the_quick_start_upload_create_poll_download(server: ServerProcess) -> None:
     client = oai(server.url)
     lines = [chat_line(f"q{i}", model="slow-model", text=f"Question {i}") for i in range(16)]
-    batch = submit(client, lines, metadata={"job": "nightly"})
+    batch = submit(client, lines, metadata={"job": "nightly"}, output_expires_after={"anchor": "created_at", "seconds": 7200})
     assert batch.id.startswith("batch_") and batch.object == "batch"
     assert (batch.status, batch.endpoint, batch.model, batch.metadata) == ("in_progress", "/v1/chat/completions", "slow-model", {"job": "nightly"})
     assert batch.request_counts.total == 16 and batch.output_file_id is None and batch.in_progress_at is not None
@@ -112,6 +112,7 @@ def test_the_quick_start_upload_create_poll_download(server: ServerProcess) -> N
     assert done.usage.total_tokens == usage["input"] + usage["output"]
     output_file = client.files.retrieve(done.output_file_id)
     assert output_file.purpose == "batch_output" and output_file.filename == f"{done.id}_output.jsonl"
+    assert output_file.expires_at == output_file.created_at + 7200
 
 
 def test_500_lines_some_failing_by_design(server: ServerProcess) -> None:
@@ -126,11 +127,13 @@ def test_500_lines_some_failing_by_design(server: ServerProcess) -> None:
             return chat_line(f"l{i}", model="no-such-model")
         return chat_line(f"l{i}", text=f"line {i}")
 
-    batch = submit(client, [line(i) for i in range(500)])
+    long_id = "L" * 300  # longer than Message Batches allow; OpenAI's may be
+    batch = submit(client, [*(line(i) for i in range(499)), chat_line(long_id)])
     done = wait_done(client, batch.id)
     assert done.status == "completed"
-    output, errors = one_line_each(client, done, [f"l{i}" for i in range(500)])
-    for i in range(500):
+    output, errors = one_line_each(client, done, [*(f"l{i}" for i in range(499)), long_id])
+    assert output[long_id]["response"]["status_code"] == 200
+    for i in range(499):
         key = f"l{i}"
         if i % 10 == 3:
             response = errors[key]["response"]
