@@ -245,13 +245,15 @@ class Files:
         *,
         ttl: float | None = None,
         downloadable: bool = True,
+        held_to_limits: bool = True,
     ) -> FileRecord:
         """Store a file the server makes (e.g. ``batch_output``) from an async stream of
-        bytes; it is downloadable through both APIs. ``mime_type`` None: sniffed. Not held
-        to the workspace's quota: the work it records is done, and refusing it would lose it
-        (the files still count toward the quota of later uploads)."""
-        async with self.upload(workspace_id, limit=SERVER_FILE_LIMIT) as upload:
-            upload.quota = False
+        bytes; it is downloadable through both APIs. ``mime_type`` None: sniffed.
+        ``held_to_limits=False``: neither the per-file size limit nor the workspace's quota
+        applies (a batch's output records work already done, and refusing it would lose
+        it; it still counts toward the quota of later uploads)."""
+        async with self.upload(workspace_id, limit=None if held_to_limits else SERVER_FILE_LIMIT) as upload:
+            upload.quota = held_to_limits
             await upload.receive(chunks, filename=filename, declared_type=mime_type)
             if mime_type:
                 upload.record.mime_type = mime_type

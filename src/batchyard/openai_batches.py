@@ -232,6 +232,7 @@ class OpenAIBatches:
                     "application/jsonl",
                     self._lines(record.id, (RequestState.SUCCEEDED,), usage),
                     ttl=ttl,
+                    held_to_limits=False,
                 )
                 output_id = output.id
                 written.append(output.id)
@@ -243,6 +244,7 @@ class OpenAIBatches:
                     "application/jsonl",
                     self._lines(record.id, NOT_RUN, wire.Usage()),
                     ttl=ttl,
+                    held_to_limits=False,
                 )
                 error_id = errors.id
                 written.append(errors.id)
