@@ -52,6 +52,7 @@ PEEK_MAX = 2000
 CLAIM_RACES = 4  # rounds of picking past rows another engine leased first
 QUEUE_FULL_RETRY_AFTER = 60  # seconds
 ARCHIVE_SWEEP_EVERY = 60.0  # seconds
+LIVE_COUNTS_TTL = 1.0  # seconds a batch's live counts are reused
 SWEEP_LOCK_KEY = 0x62797377  # "bysw": advisory lock id for the sweeper
 
 
@@ -136,6 +137,7 @@ class Batches:
         self._rotation = 0
         self._blocked: dict[str, set[str | None]] = {}  # batch -> models its ready requests need
         self._last_archive_sweep = 0.0
+        self._live: dict[str, tuple[float, dict[str, int]]] = {}  # batch -> (good until, counts)
 
     @property
     def clock(self) -> Callable[[], int]:
@@ -269,6 +271,21 @@ class Batches:
             if cursor is not None and not (is_batch_id(cursor) or is_openai_batch_id(cursor)):
                 raise invalid_request(f"{name}: {cursor[:128]!r} is not a batch ID")
         return await self.store.list_both(workspace_id, limit, after_id, before_id)
+
+    async def live_counts(self, batch_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Requests of these open batches by result type, as of at most LIVE_COUNTS_TTL ago:
+        OpenAI batches show counts that move, and clients poll them often; each count is a
+        read over the batch's rows, so one process makes it at most once a second per batch."""
+        now = asyncio.get_running_loop().time()
+        missing = [b for b in batch_ids if b not in self._live or self._live[b][0] <= now]
+        if missing:
+            fresh = await self.store.live_counts(missing)
+            if len(self._live) > 10_000:
+                self._live = {b: v for b, v in self._live.items() if v[0] > now}
+            for batch_id in missing:
+                counts = {s.result_type: n for s, n in fresh.get(batch_id, {}).items()}
+                self._live[batch_id] = (now + LIVE_COUNTS_TTL, counts)
+        return {b: self._live[b][1] for b in batch_ids}
 
     async def progress(self, workspace_id: str, batch_id: str) -> tuple[BatchRecord, dict[str, int]]:
         """The batch and its requests by state right now (the API shows tallies only at
@@ -462,8 +479,9 @@ class Batches:
                 self._last_archive_sweep = loop_time
                 for batch_id in await self.store.archive(now, cutoff):
                     log.info("batch archived", extra={"batch_id": batch_id})
-            # OpenAI batches ended by this sweep, or left without files by a crash.
-            await self.finalize()
+        # OpenAI batches ended by this sweep, or left without files by a crash: outside the
+        # sweep's lock (writing files takes seconds; each batch has a lock of its own).
+        await self.finalize()
 
     async def _close(self, now: int, batch_ids: builtins.list[str], action: str) -> None:
         for batch_id in batch_ids:

@@ -608,6 +608,8 @@ def batch_list(
 
     def work() -> None:
         if api_name == "openai":
+            if before_id:
+                raise click.UsageError("OpenAI's Batch API pages forward only: use --after-id")
             page = api.openai.list(min(limit, 100), after_id)
             if as_json:
                 api.emit(page)
@@ -711,6 +713,8 @@ def batch_cancel(batch_id: str, base_url: str, api_key: str | None, as_json: boo
 @_client_options
 def batch_delete(batch_id: str, base_url: str, api_key: str | None, as_json: bool) -> None:
     """Delete an ended batch and its results."""
+    if batch_id.startswith("batch_"):
+        raise click.UsageError("OpenAI's Batch API has no delete: an OpenAI batch stays listed; its files can be deleted")
     api = _Api(base_url, api_key, as_json)
 
     def work() -> None:

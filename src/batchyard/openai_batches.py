@@ -46,6 +46,7 @@ OUTPUT_PAGE = 2000
 OUTPUT_PAGE_BYTES = 8 * 1024 * 1024
 FINALIZE_LOCK_SPACE = 0x6279_6F66  # "byof": one writer of a batch's files across processes
 NOT_RUN = (RequestState.ERRORED, RequestState.CANCELED, RequestState.EXPIRED)
+RETRY_FINALIZE_AFTER = (5.0, 300.0)  # seconds before a failed write of a batch's files is tried again: first, most
 
 
 class _InputFailed(Exception):
@@ -64,6 +65,7 @@ class OpenAIBatches:
         self.files = files
         self.settings = batches.settings
         self._finalizing: set[str] = set()
+        self._failures: dict[str, tuple[int, float]] = {}  # batch -> (failed writes, loop time to try again)
 
     # -- the API side ------------------------------------------------------------------
 
@@ -185,13 +187,9 @@ class OpenAIBatches:
         return record  # cancelling or cancelled already: cancel is idempotent
 
     async def views(self, records: Sequence[BatchRecord]) -> builtins.list[dict[str, Any]]:
-        """The batch objects, with the live counts of those still open (one read for all)."""
-        open_ids = [r.id for r in records if r.processing_status != "ended"]
-        live = await self.store.live_counts(open_ids)
-        return [
-            wire.batch_object(r, {s.result_type: n for s, n in live.get(r.id, {}).items()} if r.id in live else None)
-            for r in records
-        ]
+        """The batch objects, with the live counts of those still open."""
+        live = await self.batches.live_counts([r.id for r in records if r.processing_status != "ended"])
+        return [wire.batch_object(r, live.get(r.id)) for r in records]
 
     # -- the end: output and error files -----------------------------------------------
 
@@ -203,17 +201,30 @@ class OpenAIBatches:
         if batch_ids is not None:
             wanted = set(batch_ids)
             pending = [r for r in pending if r.id in wanted]
+        now = asyncio.get_running_loop().time()
         for record in pending:
-            if record.id in self._finalizing:
+            failures, retry_at = self._failures.get(record.id, (0, 0.0))
+            if record.id in self._finalizing or retry_at > now:
                 continue
             self._finalizing.add(record.id)
             try:
+                # One lock per batch, in a space of its own (above every 32-bit lock id).
                 key = int.from_bytes(hashlib.blake2b(record.id.encode(), digest_size=4).digest(), "big") >> 1
-                async with self.store.db.exclusive(FINALIZE_LOCK_SPACE ^ key) as mine:
+                async with self.store.db.exclusive((FINALIZE_LOCK_SPACE << 31) | key) as mine:
                     if mine:
-                        await self._write_files(record)
+                        # Read again under the lock: another writer may have finished it meanwhile.
+                        current = await self.store.get_batch(record.id, record.workspace_id, api="openai")
+                        if current is not None and current.finalized_at is None:
+                            await self._write_files(current)
+                self._failures.pop(record.id, None)
             except Exception:
-                log.exception("writing a batch's output files failed; the sweep will retry", extra={"batch_id": record.id})
+                first, most = RETRY_FINALIZE_AFTER
+                delay = min(most, first * 2**failures)
+                self._failures[record.id] = (failures + 1, asyncio.get_running_loop().time() + delay)
+                log.exception(
+                    "writing a batch's output files failed; it is tried again later",
+                    extra={"batch_id": record.id, "retry_in_s": delay},
+                )
             finally:
                 self._finalizing.discard(record.id)
 
@@ -221,13 +232,19 @@ class OpenAIBatches:
         details = orjson.loads(record.details) if record.details else {}
         ttl = details.get("output_ttl") or self.settings.files.default_ttl or None
         usage = wire.Usage()
+        names = [f"{record.id}_output.jsonl", f"{record.id}_error.jsonl"]
+        # Files of an earlier try that a crash kept from being recorded (nobody else makes
+        # batch_output files of these names): gone before the new ones are written.
+        for leftover in await self.files.store.named(record.workspace_id, "batch_output", names):
+            await self._forget(record.workspace_id, leftover)
         written: builtins.list[str] = []
         output_id = error_id = None
+        recorded = False
         try:
             if record.succeeded:
                 output = await self.files.write(
                     record.workspace_id,
-                    f"{record.id}_output.jsonl",
+                    names[0],
                     "batch_output",
                     "application/jsonl",
                     self._lines(record.id, (RequestState.SUCCEEDED,), usage),
@@ -239,7 +256,7 @@ class OpenAIBatches:
             if record.errored + record.canceled + record.expired:
                 errors = await self.files.write(
                     record.workspace_id,
-                    f"{record.id}_error.jsonl",
+                    names[1],
                     "batch_output",
                     "application/jsonl",
                     self._lines(record.id, NOT_RUN, wire.Usage()),
@@ -249,16 +266,20 @@ class OpenAIBatches:
                 error_id = errors.id
                 written.append(errors.id)
             details["usage"] = usage.wire()
-            recorded = await self.store.set_outputs(
-                record.id, output_id, error_id, orjson.dumps(details), self.batches.clock()
+            # Shielded: a commit that lands while this task is cancelled must still count.
+            recorded = await asyncio.shield(
+                self.store.set_outputs(record.id, output_id, error_id, orjson.dumps(details), self.batches.clock())
             )
-        except BaseException:
-            for file_id in written:
-                await asyncio.shield(self._forget(record.workspace_id, file_id))
-            raise
+        finally:
+            if not recorded and written:
+                # Not recorded (another writer won, or this try failed): remove this try's
+                # files, unless the batch row names them after all (a commit whose answer was lost).
+                current = await asyncio.shield(self.store.get_batch(record.id, record.workspace_id, api="openai"))
+                kept = set() if current is None else {current.output_file_id, current.error_file_id}
+                for file_id in written:
+                    if file_id not in kept:
+                        await asyncio.shield(self._forget(record.workspace_id, file_id))
         if not recorded:
-            for file_id in written:
-                await self._forget(record.workspace_id, file_id)
             return
         log.info(
             "batch output written",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -123,4 +124,8 @@ async def open_services(
         asyncio.create_task(forget_disabled_keys(services.keys, notifier.subscribe()), name="key-notices")
     )
     services.background.append(asyncio.create_task(sweep_forever(services.files, db), name="files-sweep"))
+    # What exists now (modules, models, routes, connections) lives as long as the process.
+    # Frozen, the collector's full passes stop walking it: they took ~100 ms on a busy
+    # engine, a stall of the event loop each time; with it frozen, under 10 ms.
+    gc.freeze()
     return services

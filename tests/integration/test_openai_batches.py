@@ -159,6 +159,7 @@ def test_an_input_file_with_bad_lines_fails_naming_them(server: ServerProcess) -
         chat_line("c"),
         {**chat_line("d"), "method": "GET"},  # line 5
         {"custom_id": "e", "method": "POST", "url": "/v1/chat/completions"},  # line 6: no body
+        chat_line("f\u0000g"),  # line 7: a NUL no database column takes
     ]
     batch = submit(client, lines)
     assert batch.status == "failed" and batch.failed_at is not None and batch.in_progress_at is None
@@ -168,6 +169,7 @@ def test_an_input_file_with_bad_lines_fails_naming_them(server: ServerProcess) -
         (3, "duplicate_custom_id", "custom_id"),
         (5, "invalid_value", "method"),
         (6, "missing_required_parameter", "body"),
+        (7, "invalid_value", "custom_id"),
     ]
     assert "also used on line 1" in (batch.errors.data or [])[0].message
     again = client.batches.retrieve(batch.id)
@@ -412,16 +414,20 @@ def test_a_crash_between_the_end_and_the_files_is_finished_after_restart(tmp_pat
         done = wait_done(client, submit(client, [chat_line(i) for i in ids]).id)
         proc.kill()
         # The state a kill -9 leaves when it lands after the last line's result (which ends
-        # the batch) and before its files are recorded: ended, no files.
+        # the batch) and after its output file was written, before the file was recorded:
+        # ended, no files recorded, an output file nobody names.
         query(
             fresh_database_url,
             "UPDATE batches SET finalized_at = NULL, output_file_id = NULL, details = NULL WHERE id = $1",
             done.id,
         )
-        query(fresh_database_url, "DELETE FROM files WHERE id = $1", done.output_file_id)
         proc.start()
         assert client.batches.retrieve(done.id).status in ("finalizing", "completed")
-        assert_exactly_once(proc.url, fresh_database_url, done.id, ids)
+        assert_exactly_once(proc.url, fresh_database_url, done.id, ids)  # one output file: the leftover went
+        again = client.batches.retrieve(done.id)
+        assert again.output_file_id != done.output_file_id
+        with pytest.raises(openai.NotFoundError):
+            client.files.retrieve(done.output_file_id)  # type: ignore[arg-type]
     finally:
         proc.stop()
 

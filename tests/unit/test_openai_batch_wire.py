@@ -67,6 +67,10 @@ def test_input_lines_are_checked_in_order_and_numbered() -> None:
         (7, "missing_required_parameter", "body"),
     ]
     assert reader.failed and reader.model == "m"
+    nul = wire.InputReader(max_lines=10)
+    assert nul.read([(1, line("a\u0000b"))]) == [] and nul.errors[0]["param"] == "custom_id"
+    kept = wire.InputReader(max_lines=10).read([(1, line(body={"model": "m\u0000", "messages": []}))])
+    assert kept[0].model is None  # stored without it; the line's error comes when it runs
 
 
 def test_more_lines_than_allowed_is_one_error() -> None:
@@ -91,7 +95,7 @@ def test_a_line_runs_as_its_endpoint_says() -> None:
         wire.prepare_line(line(body={"model": "m", "stream": True, "messages": []}), "/v1/chat/completions", models, orjson.loads)
     with pytest.raises(ApiError) as caught:
         wire.prepare_line(line(url="/v1/embeddings", body={"model": "x", "input": "x"}), "/v1/embeddings", models, orjson.loads)
-    assert caught.value.status == 404 and caught.value.code == "model_not_found"
+    assert caught.value.status == 404 and caught.value.code == "model_not_found" and caught.value.error_type == "not_found_error"
 
 
 def batch(**changes: Any) -> SimpleNamespace:

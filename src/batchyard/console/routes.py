@@ -139,8 +139,8 @@ async def list_batches(request: Request) -> Response:
     records, has_more = await svc.batches.list_both(
         request.scope["state"]["workspace_id"], limit, query.get("after_id") or None, query.get("before_id") or None
     )
-    live = await svc.batches.store.live_counts([r.id for r in records if r.processing_status != "ended"])
-    data = [batch_view(r, {s.result_type: n for s, n in live.get(r.id, {}).items()}) for r in records]
+    live = await svc.batches.live_counts([r.id for r in records if r.processing_status != "ended"])
+    data = [batch_view(r, live.get(r.id, {})) for r in records]
     return json_response(
         {
             "data": data,

@@ -372,7 +372,7 @@ class Engine:
             log.warning("outcomes of requests whose lease was lost were not written", extra={"requests": len(stale)})
         self.completed += len(settled.written)
         openai_ended = {r.request.batch_id for r in reports if r.request.endpoint is not None} & set(settled.ended)
-        if openai_ended:
+        if openai_ended and not self._stopping:  # (when stopping, the next sweep writes them)
             self._spawn_upkeep(self.batches.finalize(sorted(openai_ended)))
         if not self._drained:
             self._wake.set()

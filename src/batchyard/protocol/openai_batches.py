@@ -71,7 +71,7 @@ def parse_create(body: Any) -> CreateParams:
         if body.get(name) is None:
             raise missing(name)
     input_file_id, endpoint, window = body["input_file_id"], body["endpoint"], body["completion_window"]
-    if not isinstance(input_file_id, str) or not input_file_id:
+    if not isinstance(input_file_id, str) or not input_file_id or "\x00" in input_file_id:
         raise bad_param("input_file_id", "Invalid 'input_file_id': expected a file id string.", "invalid_type")
     if not isinstance(endpoint, str):
         raise bad_param("endpoint", "Invalid 'endpoint': expected a string.", "invalid_type")
@@ -203,6 +203,9 @@ class InputReader:
             kind = "missing_required_parameter" if custom_id is None else "invalid_value"
             self._error(number, kind, f"Line {number}: 'custom_id' must be a non-empty string.", "custom_id")
             return None
+        if "\x00" in custom_id:  # (no database text column takes one)
+            self._error(number, "invalid_value", f"Line {number}: 'custom_id' contains a NUL character.", "custom_id")
+            return None
         if len(custom_id) > MAX_CUSTOM_ID:
             self._error(
                 number, "invalid_value", f"Line {number}: 'custom_id' is longer than {MAX_CUSTOM_ID} characters.", "custom_id"
@@ -240,7 +243,9 @@ class InputReader:
                 "body",
             )
             return None
-        model = body.get("model") if isinstance(body.get("model"), str) else None
+        model = body.get("model")
+        if not isinstance(model, str) or "\x00" in model:
+            model = None  # (the line's error, if any, is found when it runs)
         if self.model is None and model is not None:
             self.model = model
         return BatchLine(self.count - 1, custom_id, raw, model)
@@ -283,10 +288,7 @@ def prepare_line(params: bytes, endpoint: str, models: ModelResolver, loads: Cal
         call = translate_request(body, models)
         return LineCall(model, call.validated, lambda message: chat_completion(message, call))
     if not models.knows(model):
-        raise ApiError(
-            "invalid_request_error", f"The model '{bounded(model, 128)}' does not exist.", status=404, param="model",
-            code="model_not_found",
-        )
+        raise ApiError("not_found_error", f"The model '{bounded(model, 128)}' does not exist.", param="model", code="model_not_found")
     return LineCall(model, passthrough=body)
 
 

@@ -237,6 +237,14 @@ class FileStore:
             page.reverse()
         return [FileRecord.from_row(r) for r in page], has_more
 
+    async def named(self, workspace_id: str, purpose: str, filenames: Sequence[str]) -> builtins.list[str]:
+        """Ids of the visible files of a workspace with this purpose and one of these names."""
+        query = select(F.c.id).where(
+            F.c.workspace_id == workspace_id, F.c.purpose == purpose, F.c.filename.in_(list(filenames)), _VISIBLE
+        )
+        async with self.db.read() as conn:
+            return [row.id for row in await conn.execute(query)]
+
     async def hide(self, workspace_id: str, file_id: str) -> FileRecord | None:
         """The first step of a delete: the file leaves every listing and lookup at once
         (its row goes back to UPLOADING with an old stamp, which the sweeper also clears
