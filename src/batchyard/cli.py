@@ -306,18 +306,24 @@ _database_option = click.option(
 
 
 @keys.command("create")
-@click.option("--workspace", required=True, help="Workspace name; created on first use.")
+@click.option("--workspace", default=None, help="Workspace name; created on first use.")
+@click.option("--admin", is_flag=True, help="An Admin API key (sk-by-admin-...): /v1/organizations/* only, no workspace.")
 @click.option("--name", default=None, help="A label for the key.")
 @_database_option
-def keys_create(workspace: str, name: str | None, database_url: str | None) -> None:
+def keys_create(workspace: str | None, admin: bool, name: str | None, database_url: str | None) -> None:
     """Create a key and print it. It is shown this once: only its hash is stored."""
     from .keys import create_key
 
+    if admin == (workspace is not None):
+        raise click.UsageError("give --workspace NAME for an API key, or --admin for an Admin API key")
     settings = _settings(database_url=database_url)
     _prepare_database(settings)
-    key_id, workspace_id, secret = asyncio.run(_with_keys(settings, lambda s: create_key(s, workspace, name)))
+    key_id, workspace_id, secret = asyncio.run(
+        _with_keys(settings, lambda s: create_key(s, workspace, name, admin=admin))
+    )
     click.echo(secret)
-    click.echo(f"key {key_id} for workspace {workspace!r} ({workspace_id}); store it now, it is not shown again", err=True)
+    whose = "the Admin API" if admin else f"workspace {workspace!r} ({workspace_id})"
+    click.echo(f"key {key_id} for {whose}; store it now, it is not shown again", err=True)
 
 
 @keys.command("list")
@@ -336,12 +342,12 @@ def keys_list(database_url: str | None, as_json: bool) -> None:
         {
             "id": r.id,
             "prefix": r.prefix + "...",
-            "workspace": r.workspace_name,
+            "workspace": "(admin)" if r.admin else r.workspace_name,
             "workspace_id": r.workspace_id,
             "name": r.name,
             "created_at": to_rfc3339(r.created_at),
             "last_used_at": to_rfc3339(r.last_used_at),
-            "status": "disabled" if r.disabled_at else "active",
+            "status": "disabled" if r.status == "inactive" else r.status,
         }
         for r in records
     ]

@@ -26,6 +26,7 @@ from .store.notify import Notice
 log = logging.getLogger("batchyard.keys")
 
 KEY_PREFIX = "sk-by-"
+ADMIN_KEY_PREFIX = "sk-by-admin-"
 CACHE_SECONDS = 5.0  # the key set is read again at least this often
 UNKNOWN_REFRESH = 1.0  # an unknown key makes the ring read the set again, at most this often
 TOUCH_EVERY = 60.0  # last_used_at is written at most this often per key
@@ -40,8 +41,8 @@ def _id(prefix: str) -> str:
     return f"{prefix}01{''.join(chars)}"
 
 
-def new_secret() -> str:
-    return KEY_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+def new_secret(prefix: str = KEY_PREFIX) -> str:
+    return prefix + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 
 
 def hash_secret(secret: str) -> str:
@@ -53,6 +54,7 @@ class Caller:
     key_id: str
     workspace_id: str
     workspace_name: str
+    admin: bool = False  # an Admin API key: /v1/organizations/* and nothing else
 
 
 class KeyRing:
@@ -69,6 +71,7 @@ class KeyRing:
         self.store = store
         self.require_keys = require_keys
         self._keys: dict[str, KeyRecord] | None = None  # secret hash -> key
+        self._workspace_keys = False  # some key of a workspace exists (not only admin keys)
         self._loaded_at = -math.inf
         self._loading: asyncio.Future[None] | None = None
         self._generation = 0  # bumped by forget(): a load begun before it is not trusted
@@ -82,6 +85,7 @@ class KeyRing:
                 keys = {digest: record for digest, record in await self.store.all_keys()}
                 if generation == self._generation:
                     self._keys = keys
+                    self._workspace_keys = any(not record.admin for record in keys.values())
                     self._loaded_at = time.monotonic()
                     return
         finally:
@@ -103,24 +107,28 @@ class KeyRing:
         return self._keys
 
     async def keys_required(self) -> bool:
+        """Once any workspace key exists, every API call needs one (admin keys open the
+        Admin API only, so they leave open mode as it is)."""
         if self.require_keys:
             return True
-        return bool(await self._current())
+        await self._current()
+        return self._workspace_keys
 
     async def check(self, secret: str) -> Caller | None:
-        """The caller behind a key, or None for an unknown or disabled one."""
+        """The caller behind a key, or None for an unknown, inactive or archived one, or one
+        of an archived workspace."""
         digest = hash_secret(secret)
         record = (await self._current()).get(digest)
         if record is None and time.monotonic() - self._loaded_at >= UNKNOWN_REFRESH:
             await self.refresh()  # a key made since the last read? (at most once a second)
             record = (self._keys or {}).get(digest)
-        if record is None or record.disabled_at is not None:
+        if record is None or not record.usable:
             return None
         now = time.monotonic()
         if now - self._touched.get(record.id, 0.0) >= TOUCH_EVERY:
             self._touched[record.id] = now
             self._pending_touch[record.id] = now_us()
-        return Caller(record.id, record.workspace_id, record.workspace_name)
+        return Caller(record.id, record.workspace_id, record.workspace_name, record.admin)
 
     def forget(self) -> None:
         """The key set changed: the next check reads it again."""
@@ -133,20 +141,27 @@ class KeyRing:
             await self.store.touch(pending.items())
 
 
-async def create_key(store: KeyStore, workspace: str, name: str | None) -> tuple[str, str, str]:
-    """Make a key for a workspace (created on first use). Returns (key id, workspace id,
-    the secret): the secret exists only in this return value."""
+def new_workspace_id() -> str:
+    return _id("wrkspc_")
+
+
+async def create_key(store: KeyStore, workspace: str | None, name: str | None, *, admin: bool = False) -> tuple[str, str, str]:
+    """Make a key for a workspace (created on first use), or an admin key (``admin``: no
+    workspace). Returns (key id, workspace id, the secret): the secret exists only in this
+    return value."""
     now = now_us()
-    workspace_id = await store.workspace_id(workspace, new_id=_id("wrkspc_"), now=now)
-    secret = new_secret()
-    key_id = _id("key_")
+    workspace_id = "" if admin else await store.workspace_id(workspace or "", new_id=new_workspace_id(), now=now)
+    prefix = ADMIN_KEY_PREFIX if admin else KEY_PREFIX
+    secret = new_secret(prefix)
+    key_id = _id("apikey_" if not admin else "adminkey_")
     await store.add_key(
         key_id=key_id,
         workspace_id=workspace_id,
         name=name,
-        prefix=secret[: len(KEY_PREFIX) + 6],
+        prefix=secret[: len(prefix) + 6],
         secret_hash=hash_secret(secret),
         now=now,
+        admin=admin,
     )
     return key_id, workspace_id, secret
 

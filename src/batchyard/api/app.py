@@ -20,6 +20,7 @@ from ..protocol.errors import MAX_ECHO, ApiError, bounded
 from ..services import open_services
 from ..store.database import SoleEngineLock
 from ..store.ratelimits import RateStore
+from . import admin as admin_routes
 from . import batches as batch_routes
 from . import complete as complete_routes
 from . import files as file_routes
@@ -100,6 +101,7 @@ def create_app(
             *openai_batch_routes.routes,
             *complete_routes.routes,
             *model_routes.routes,
+            *admin_routes.routes,
             *observability.routes,
             *console_routes.routes,
         ],

@@ -80,13 +80,20 @@ class Auth:
                 )
             raise ApiError("authentication_error", "x-api-key header is required")
         if self.ring is None or not await self.ring.keys_required():
+            if is_admin_path(scope["path"]) and (self.ring is None or await self.ring.check(key) is None):
+                # Open mode opens the API, never the Admin API: that takes an admin key.
+                raise ApiError("authentication_error", "invalid x-api-key", code="invalid_api_key")
             self._check_open_mode_origin(headers)
             state["workspace_id"] = OPEN_WORKSPACE
             state["workspace_name"] = OPEN_WORKSPACE
             return {}
         caller = await self.ring.check(key)
-        if caller is None:
+        if caller is None or caller.admin != is_admin_path(scope["path"]):
+            # An Admin API key opens the Admin API and nothing else; no other key opens it.
             raise ApiError("authentication_error", "invalid x-api-key", code="invalid_api_key")
+        if caller.admin:
+            state["admin_key_id"] = caller.key_id
+            return {}
         asked = headers.get("anthropic-workspace-id")
         if asked is not None and asked.strip() != caller.workspace_id:
             raise ApiError("permission_error", "anthropic-workspace-id does not match the workspace of this API key")
@@ -110,6 +117,13 @@ class Auth:
                 code="rate_limit_exceeded",
             )
         return limit_headers
+
+
+ADMIN_PREFIX = "/v1/organizations"
+
+
+def is_admin_path(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
 
 
 def _host_name(host: str) -> str:

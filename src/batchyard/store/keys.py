@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
 
 from .database import Database
 from .notify import CHANNEL
@@ -26,22 +27,67 @@ class KeyRecord:
     created_at: int
     last_used_at: int | None
     disabled_at: int | None
+    archived_at: int | None = None
+    admin: bool = False
+    workspace_archived_at: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> KeyRecord:
         return cls(*row) if isinstance(row, tuple) else cls(**row._mapping)
 
+    @property
+    def status(self) -> str:
+        """As the Admin API names it: active, inactive or archived."""
+        if self.archived_at is not None:
+            return "archived"
+        return "inactive" if self.disabled_at is not None else "active"
+
+    @property
+    def usable(self) -> bool:
+        return self.disabled_at is None and self.archived_at is None and self.workspace_archived_at is None
+
+
+@dataclass(slots=True)
+class WorkspaceRecord:
+    id: str
+    name: str
+    created_at: int
+    archived_at: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> WorkspaceRecord:
+        return cls(**row._mapping)
+
+
+class WorkspaceNameTaken(Exception):
+    pass
+
 
 _KEY_COLUMNS = [
     K.c.id,
     K.c.workspace_id,
-    W.c.name.label("workspace_name"),
+    func.coalesce(W.c.name, literal("")).label("workspace_name"),
     K.c.name,
     K.c.prefix,
     K.c.created_at,
     K.c.last_used_at,
     K.c.disabled_at,
+    K.c.archived_at,
+    K.c.admin,
+    W.c.archived_at.label("workspace_archived_at"),
 ]
+_KEYS = K.join(W, W.c.id == K.c.workspace_id, isouter=True)  # admin keys have no workspace
+_WORKSPACE_COLUMNS = [W.c.id, W.c.name, W.c.created_at, W.c.archived_at]
+
+
+def _page(query: Any, id_column: Any, limit: int, after_id: str | None, before_id: str | None) -> tuple[Any, bool]:
+    """Newest first by id (ids are not time-ordered here: by creation, then id)."""
+    backwards = before_id is not None and after_id is None
+    if after_id is not None:
+        query = query.where(id_column < after_id)
+    if before_id is not None:
+        query = query.where(id_column > before_id)
+    return query.order_by(id_column.asc() if backwards else id_column.desc()).limit(limit + 1), backwards
 
 
 class KeyStore:
@@ -58,19 +104,36 @@ class KeyStore:
             return new_id
 
     async def add_key(
-        self, *, key_id: str, workspace_id: str, name: str | None, prefix: str, secret_hash: str, now: int
+        self,
+        *,
+        key_id: str,
+        workspace_id: str,
+        name: str | None,
+        prefix: str,
+        secret_hash: str,
+        now: int,
+        admin: bool = False,
     ) -> None:
         async with self.db.write() as conn:
             await conn.execute(
                 insert(K).values(
-                    id=key_id, workspace_id=workspace_id, name=name, prefix=prefix, secret_hash=secret_hash, created_at=now
+                    id=key_id,
+                    workspace_id=workspace_id,
+                    name=name,
+                    prefix=prefix,
+                    secret_hash=secret_hash,
+                    created_at=now,
+                    admin=admin,
                 )
             )
-            if self.db.is_postgres:  # every server reads its key set again when this commits
-                await conn.execute(select(func.pg_notify(CHANNEL, f"keys-changed:{key_id}")))
+            await self._changed(conn, f"keys-changed:{key_id}")
+
+    async def _changed(self, conn: Any, notice: str) -> None:
+        if self.db.is_postgres:  # every server reads its key set again when this commits
+            await conn.execute(select(func.pg_notify(CHANNEL, notice)))
 
     async def list_keys(self) -> list[KeyRecord]:
-        query = select(*_KEY_COLUMNS).select_from(K.join(W, W.c.id == K.c.workspace_id)).order_by(K.c.created_at)
+        query = select(*_KEY_COLUMNS).select_from(_KEYS).order_by(K.c.created_at)
         async with self.db.read() as conn:
             return [KeyRecord.from_row(r) for r in await conn.execute(query)]
 
@@ -91,7 +154,7 @@ class KeyStore:
     async def all_keys(self) -> list[tuple[str, KeyRecord]]:
         """Every key (disabled ones too: once any key exists, keys are required), with its
         secret's hash."""
-        query = select(K.c.secret_hash, *_KEY_COLUMNS).select_from(K.join(W, W.c.id == K.c.workspace_id))
+        query = select(K.c.secret_hash, *_KEY_COLUMNS).select_from(_KEYS)
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [(row.secret_hash, KeyRecord.from_row(row[1:])) for row in rows]
@@ -106,3 +169,104 @@ class KeyStore:
             return
         async with self.db.write() as conn:
             await conn.execute(update(K).where(K.c.id == bindparam("k")).values(last_used_at=bindparam("t")), params)
+
+    # -- the Admin API ---------------------------------------------------------------------
+
+    async def key(self, key_id: str) -> KeyRecord | None:
+        """A workspace key (the Admin API lists and changes those, not admin keys)."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(*_KEY_COLUMNS).select_from(_KEYS).where(K.c.id == key_id, ~K.c.admin))).first()
+        return None if row is None else KeyRecord.from_row(row)
+
+    async def page_keys(
+        self, limit: int, after_id: str | None, before_id: str | None, *, workspace_id: str | None, status: str | None
+    ) -> tuple[list[KeyRecord], bool]:
+        query = select(*_KEY_COLUMNS).select_from(_KEYS).where(~K.c.admin)
+        if workspace_id is not None:
+            query = query.where(K.c.workspace_id == workspace_id)
+        if status == "archived":
+            query = query.where(K.c.archived_at.is_not(None))
+        elif status == "inactive":
+            query = query.where(K.c.archived_at.is_(None), K.c.disabled_at.is_not(None))
+        elif status == "active":
+            query = query.where(K.c.archived_at.is_(None), K.c.disabled_at.is_(None))
+        elif status is not None:  # expired: keys here never expire
+            return [], False
+        query, backwards = _page(query, K.c.id, limit, after_id, before_id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        page = [KeyRecord.from_row(r) for r in rows[:limit]]
+        if backwards:
+            page.reverse()
+        return page, len(rows) > limit
+
+    async def update_key(self, key_id: str, *, name: str | None, status: str | None, now: int) -> bool:
+        """Rename a key and/or move it to active, inactive or archived (archived is final:
+        the caller checks). False when there is no such key."""
+        values: dict[str, Any] = {}
+        if name is not None:
+            values["name"] = name
+        if status == "active":
+            values["disabled_at"] = None
+        elif status == "inactive":
+            values["disabled_at"] = func.coalesce(K.c.disabled_at, now)
+        elif status == "archived":
+            values["disabled_at"] = func.coalesce(K.c.disabled_at, now)
+            values["archived_at"] = now
+        async with self.db.write() as conn:
+            if values:
+                result = await conn.execute(update(K).where(K.c.id == key_id, ~K.c.admin).values(**values))
+                if not result.rowcount:
+                    return False
+                await self._changed(conn, f"key-disabled:{key_id}")
+                return True
+            return (await conn.execute(select(K.c.id).where(K.c.id == key_id, ~K.c.admin))).first() is not None
+
+    async def workspace(self, workspace_id: str) -> WorkspaceRecord | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(*_WORKSPACE_COLUMNS).where(W.c.id == workspace_id))).first()
+        return None if row is None else WorkspaceRecord.from_row(row)
+
+    async def page_workspaces(
+        self, limit: int, after_id: str | None, before_id: str | None, *, include_archived: bool, ids: Sequence[str] | None
+    ) -> tuple[list[WorkspaceRecord], bool]:
+        query = select(*_WORKSPACE_COLUMNS)
+        if not include_archived:
+            query = query.where(W.c.archived_at.is_(None))
+        if ids is not None:
+            query = query.where(W.c.id.in_(list(ids)))
+        query, backwards = _page(query, W.c.id, limit, after_id, before_id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        page = [WorkspaceRecord.from_row(r) for r in rows[:limit]]
+        if backwards:
+            page.reverse()
+        return page, len(rows) > limit
+
+    async def create_workspace(self, workspace_id: str, name: str, now: int) -> WorkspaceRecord:
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(insert(W).values(id=workspace_id, name=name, created_at=now))
+        except IntegrityError:
+            raise WorkspaceNameTaken(name) from None
+        return WorkspaceRecord(workspace_id, name, now, None)
+
+    async def rename_workspace(self, workspace_id: str, name: str) -> WorkspaceRecord | None:
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(update(W).where(W.c.id == workspace_id).values(name=name))
+                await self._changed(conn, f"keys-changed:{workspace_id}")  # keys carry the name
+        except IntegrityError:
+            raise WorkspaceNameTaken(name) from None
+        return await self.workspace(workspace_id)
+
+    async def archive_workspace(self, workspace_id: str, now: int) -> WorkspaceRecord | None:
+        """Archive a workspace: its keys stop working (every process hears of it on
+        PostgreSQL); its batches and files stay."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(W).where(W.c.id == workspace_id, W.c.archived_at.is_(None)).values(archived_at=now)
+            )
+            if result.rowcount:
+                await self._changed(conn, f"key-disabled:{workspace_id}")
+        return await self.workspace(workspace_id)

@@ -119,6 +119,7 @@ workspaces = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(128), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
+    Column("archived_at", BigInteger),  # its keys stop working; its batches and files stay
 )
 
 api_keys = Table(
@@ -131,7 +132,10 @@ api_keys = Table(
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("last_used_at", BigInteger),
-    Column("disabled_at", BigInteger),
+    Column("disabled_at", BigInteger),  # inactive (or archived) from then on
+    Column("archived_at", BigInteger),  # archived: for good
+    # An admin key belongs to no workspace (workspace_id ""): it opens the Admin API only.
+    Column("admin", Boolean, nullable=False, server_default=text("false")),
     Index("ix_api_keys_workspace", "workspace_id"),
 )
 

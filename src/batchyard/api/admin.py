@@ -1,0 +1,165 @@
+"""Routes of the Admin API (``/v1/organizations/*``, ``client.organization`` in the SDK):
+the organization, workspaces and API keys. Only admin keys reach them (``api/auth.py``).
+Users, invites, service accounts, RBAC and spend limits are not here: they answer as
+unknown routes do."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..keys import new_workspace_id
+from ..protocol import admin as wire
+from ..protocol.errors import invalid_request
+from ..protocol.timestamps import now_us
+from ..store.keys import KeyStore, WorkspaceNameTaken
+from .batches import parse_limit
+from .bodies import read_json
+from .responses import json_response
+from .state import services
+
+BODY_BYTES = 64 * 1024
+
+
+def _store(request: Request) -> KeyStore:
+    return services(request).keys.store
+
+
+async def _body(request: Request) -> dict[str, object]:
+    svc = services(request)
+    body = await read_json(request, BODY_BYTES, svc.settings.limits.body_timeout)
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object")
+    return body
+
+
+async def _reread_keys(request: Request) -> None:
+    """Keys changed: this process reads them again before it answers (so the change holds
+    from the next request on); other processes hear a notice (PostgreSQL) or read them
+    again within seconds (SQLite)."""
+    ring = services(request).keys
+    ring.forget()
+    await ring.refresh()
+
+
+def _taken(name: str) -> Exception:
+    return invalid_request(f"name: a workspace named {name!r} already exists")
+
+
+async def organization(request: Request) -> Response:
+    return json_response(wire.organization("batchyard"))
+
+
+async def create_workspace(request: Request) -> Response:
+    body = await _body(request)
+    if "name" not in body:
+        raise invalid_request("name: Field required")
+    name = wire.workspace_name(body["name"])
+    try:
+        record = await _store(request).create_workspace(new_workspace_id(), name, now_us())
+    except WorkspaceNameTaken:
+        raise _taken(name) from None
+    return json_response(wire.workspace(record))
+
+
+async def list_workspaces(request: Request) -> Response:
+    query = request.query_params
+    ids = query.getlist("ids[]") + query.getlist("ids")
+    if len(ids) > 100:
+        raise invalid_request("ids: at most 100 ids")
+    records, has_more = await _store(request).page_workspaces(
+        parse_limit(query.get("limit")),
+        query.get("after_id") or None,
+        query.get("before_id") or None,
+        include_archived=wire.boolean(query.get("include_archived"), "include_archived"),
+        ids=ids or None,
+    )
+    return json_response(wire.page([wire.workspace(r) for r in records], has_more))
+
+
+async def retrieve_workspace(request: Request) -> Response:
+    workspace_id = request.path_params["workspace_id"]
+    record = await _store(request).workspace(workspace_id)
+    if record is None:
+        raise wire.workspace_not_found(workspace_id)
+    return json_response(wire.workspace(record))
+
+
+async def update_workspace(request: Request) -> Response:
+    workspace_id = request.path_params["workspace_id"]
+    body = await _body(request)
+    store = _store(request)
+    record = await store.workspace(workspace_id)
+    if record is None:
+        raise wire.workspace_not_found(workspace_id)
+    if "name" in body:
+        if record.archived_at is not None:
+            raise invalid_request("An archived workspace cannot be changed")
+        name = wire.workspace_name(body["name"])
+        try:
+            record = await store.rename_workspace(workspace_id, name) or record
+        except WorkspaceNameTaken:
+            raise _taken(name) from None
+    return json_response(wire.workspace(record))
+
+
+async def archive_workspace(request: Request) -> Response:
+    workspace_id = request.path_params["workspace_id"]
+    record = await _store(request).archive_workspace(workspace_id, now_us())
+    if record is None:
+        raise wire.workspace_not_found(workspace_id)
+    await _reread_keys(request)
+    return json_response(wire.workspace(record))
+
+
+async def list_api_keys(request: Request) -> Response:
+    query = request.query_params
+    status = query.get("status") or None
+    if status is not None and status not in (*wire.KEY_STATUSES, "expired"):
+        raise invalid_request("status: Input should be 'active', 'inactive', 'archived' or 'expired'")
+    records, has_more = await _store(request).page_keys(
+        parse_limit(query.get("limit")),
+        query.get("after_id") or None,
+        query.get("before_id") or None,
+        workspace_id=query.get("workspace_id") or None,
+        status=status,
+    )
+    return json_response(wire.page([wire.api_key(r) for r in records], has_more))
+
+
+async def retrieve_api_key(request: Request) -> Response:
+    key_id = request.path_params["api_key_id"]
+    record = await _store(request).key(key_id)
+    if record is None:
+        raise wire.api_key_not_found(key_id)
+    return json_response(wire.api_key(record))
+
+
+async def update_api_key(request: Request) -> Response:
+    key_id = request.path_params["api_key_id"]
+    name, status = wire.key_update(await _body(request))
+    store = _store(request)
+    record = await store.key(key_id)
+    if record is None:
+        raise wire.api_key_not_found(key_id)
+    if record.status == "archived" and (status not in (None, "archived") or name is not None):
+        raise invalid_request("An archived API key cannot be changed")
+    await store.update_key(key_id, name=name, status=status, now=now_us())
+    await _reread_keys(request)
+    updated = await store.key(key_id)
+    assert updated is not None
+    return json_response(wire.api_key(updated))
+
+
+routes = [
+    Route("/v1/organizations/me", organization, methods=["GET"]),
+    Route("/v1/organizations/workspaces", create_workspace, methods=["POST"]),
+    Route("/v1/organizations/workspaces", list_workspaces, methods=["GET"]),
+    Route("/v1/organizations/workspaces/{workspace_id}", retrieve_workspace, methods=["GET"]),
+    Route("/v1/organizations/workspaces/{workspace_id}", update_workspace, methods=["POST"]),
+    Route("/v1/organizations/workspaces/{workspace_id}/archive", archive_workspace, methods=["POST"]),
+    Route("/v1/organizations/api_keys", list_api_keys, methods=["GET"]),
+    Route("/v1/organizations/api_keys/{api_key_id}", retrieve_api_key, methods=["GET"]),
+    Route("/v1/organizations/api_keys/{api_key_id}", update_api_key, methods=["POST"]),
+]

@@ -1,0 +1,112 @@
+"""Wire shapes of the Admin API (``client.organization`` in the ``anthropic`` SDK): the
+organization, workspaces and API keys, every key of the SDK's types present. Pure: no I/O.
+
+batchyard has one organization (the server), workspaces and their keys. Fields it has no
+notion of take the values a plain organization shows: every workspace in the ``us`` geo with
+unrestricted inference geos, no tags, no external key; keys with no expiry and no principal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ApiError, invalid_request, not_found
+from .timestamps import to_rfc3339
+
+ORGANIZATION_ID = "org_batchyard"
+KEY_STATUSES = ("active", "inactive", "archived")
+MAX_WORKSPACE_NAME = 40
+DISPLAY_COLOR = "#6C5BB9"
+
+
+def organization(name: str) -> dict[str, Any]:
+    return {"id": ORGANIZATION_ID, "type": "organization", "name": name}
+
+
+def workspace(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "type": "workspace",
+        "name": record.name,
+        "created_at": to_rfc3339(record.created_at),
+        "archived_at": to_rfc3339(record.archived_at),
+        "display_color": DISPLAY_COLOR,
+        "compartment_id": record.id,
+        "data_residency": {"workspace_geo": "us", "allowed_inference_geos": "unrestricted", "default_inference_geo": "global"},
+        "external_key_id": None,
+        "tags": {},
+        "user_profile_id": None,
+    }
+
+
+def api_key(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "type": "api_key",
+        "name": record.name or "",
+        "created_at": to_rfc3339(record.created_at),
+        "created_by": None,  # keys are made with the CLI: no user of the API made them
+        "expires_at": None,
+        "partial_key_hint": record.prefix + "...",
+        "principal": None,
+        "scope": {"type": "workspace", "workspace_id": record.workspace_id},
+        "status": record.status,
+        "workspace_id": record.workspace_id,
+    }
+
+
+def page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
+def workspace_not_found(workspace_id: str) -> ApiError:
+    return not_found(f"Workspace {workspace_id[:128]} not found.")
+
+
+def api_key_not_found(key_id: str) -> ApiError:
+    return not_found(f"API key {key_id[:128]} not found.")
+
+
+def workspace_name(value: Any, field: str = "name") -> str:
+    if not isinstance(value, str):
+        raise invalid_request(f"{field}: Input should be a valid string")
+    name = value.strip()
+    if not name:
+        raise invalid_request(f"{field}: String should have at least 1 character")
+    if len(name) > MAX_WORKSPACE_NAME:
+        raise invalid_request(f"{field}: String should have at most {MAX_WORKSPACE_NAME} characters")
+    if "\x00" in name:
+        raise invalid_request(f"{field}: must not contain NUL characters")
+    return name
+
+
+def key_update(body: Any) -> tuple[str | None, str | None]:
+    """(name, status) of an API key update body."""
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object")
+    unknown = set(body) - {"name", "status"}
+    if unknown:
+        raise invalid_request(f"{sorted(unknown)[0]}: Extra inputs are not permitted")
+    name, status = body.get("name"), body.get("status")
+    if name is not None:
+        if not isinstance(name, str) or not name.strip() or len(name) > 500 or "\x00" in name:
+            raise invalid_request("name: must be a string of 1 to 500 characters")
+    if status is not None and status not in KEY_STATUSES:
+        allowed = ", ".join(f"'{s}'" for s in KEY_STATUSES)
+        raise invalid_request(f"status: Input should be {allowed}")
+    return name, status
+
+
+def boolean(raw: str | None, name: str) -> bool:
+    if raw is None or raw == "":
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise invalid_request(f"{name}: Input should be a valid boolean")

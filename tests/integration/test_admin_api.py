@@ -1,0 +1,162 @@
+"""The Admin API through the official SDK's ``client.organization`` (strict response
+validation), on both databases: admin keys, the organization, workspaces and API keys;
+who may call what."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+
+from support.databases import create_postgres_database, drop_postgres_database
+from support.helpers import make_client, make_key, simple_params, wait_until
+from support.server import ServerProcess
+
+
+def make_admin_key(database_url: str, cwd: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "batchyard", "keys", "create", "--admin", "--name", "ops", "--database", database_url],
+        capture_output=True, text=True, timeout=60, cwd=cwd, env={**os.environ},
+    )
+    assert done.returncode == 0, done.stderr
+    secret = done.stdout.strip()
+    assert secret.startswith("sk-by-admin-")
+    return secret
+
+
+def admin_client(url: str, key: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=url, api_key=key, max_retries=0, _strict_response_validation=True)
+
+
+def works(url: str, key: str) -> bool:
+    try:
+        make_client(url, api_key=key).messages.create(**simple_params())  # type: ignore[arg-type]
+    except anthropic.AuthenticationError:
+        return False
+    return True
+
+
+def test_workspaces_and_keys_through_client_organization(tmp_path: Path, fresh_database_url: str) -> None:
+    alpha_key = make_key("alpha", fresh_database_url, tmp_path)
+    admin_key = make_admin_key(fresh_database_url, tmp_path)
+    proc = ServerProcess(fresh_database_url, config_text='[[models]]\nid = "*"\nbackend = "simulator"\n', workdir=tmp_path)
+    proc.start()
+    try:
+        admin = admin_client(proc.url, admin_key)
+        org = admin.organization.retrieve()
+        assert org.type == "organization" and org.id and org.name == "batchyard"
+
+        listed = admin.organization.workspaces.list()
+        alpha = next(w for w in listed.data if w.name == "alpha")
+        assert alpha.id.startswith("wrkspc_") and alpha.archived_at is None
+        beta = admin.organization.workspaces.create(name="beta")
+        assert beta.name == "beta" and beta.type == "workspace" and beta.data_residency.workspace_geo == "us"
+        assert admin.organization.workspaces.retrieve(beta.id).id == beta.id
+        renamed = admin.organization.workspaces.update(beta.id, name="beta-two")
+        assert renamed.name == "beta-two"
+        with pytest.raises(anthropic.BadRequestError, match="already exists"):
+            admin.organization.workspaces.create(name="alpha")
+        with pytest.raises(anthropic.NotFoundError):
+            admin.organization.workspaces.retrieve("wrkspc_nope")
+
+        keys = admin.organization.api_keys.list(workspace_id=alpha.id).data
+        assert len(keys) == 1
+        key = keys[0]
+        assert key.type == "api_key" and key.status == "active" and key.partial_key_hint
+        assert alpha_key.startswith(key.partial_key_hint.removesuffix("..."))
+        assert key.scope.type == "workspace" and key.scope.workspace_id == alpha.id  # type: ignore[union-attr]
+        assert admin.organization.api_keys.update(key.id, name="alpha ci").name == "alpha ci"
+        assert admin.organization.api_keys.retrieve(key.id).name == "alpha ci"
+
+        # A key turned inactive stops working at once; active again, it works again.
+        assert works(proc.url, alpha_key)
+        assert admin.organization.api_keys.update(key.id, status="inactive").status == "inactive"
+        assert [k.id for k in admin.organization.api_keys.list(status="inactive").data] == [key.id]
+        assert not works(proc.url, alpha_key)
+        admin.organization.api_keys.update(key.id, status="active")
+        assert works(proc.url, alpha_key)
+
+        # An archived workspace's keys stop working; it leaves the default listing.
+        archived = admin.organization.workspaces.archive(alpha.id)
+        assert archived.archived_at is not None
+        started = time.monotonic()
+        wait_until(lambda: not works(proc.url, alpha_key), timeout=5, what="the archived workspace's key to stop")
+        assert time.monotonic() - started < 1.5
+        assert alpha.id not in [w.id for w in admin.organization.workspaces.list().data]
+        assert alpha.id in [w.id for w in admin.organization.workspaces.list(include_archived=True).data]
+        with pytest.raises(anthropic.BadRequestError):
+            admin.organization.workspaces.update(alpha.id, name="alpha-again")
+
+        archived_key = admin.organization.api_keys.update(key.id, status="archived")
+        assert archived_key.status == "archived"
+        with pytest.raises(anthropic.BadRequestError, match="archived API key"):
+            admin.organization.api_keys.update(key.id, status="active")
+    finally:
+        proc.stop()
+
+
+def test_each_key_opens_its_own_api_only(tmp_path: Path, fresh_database_url: str) -> None:
+    workspace_key = make_key("alpha", fresh_database_url, tmp_path)
+    admin_key = make_admin_key(fresh_database_url, tmp_path)
+    proc = ServerProcess(fresh_database_url, config_text='[[models]]\nid = "*"\nbackend = "simulator"\n', workdir=tmp_path)
+    proc.start()
+    try:
+        with pytest.raises(anthropic.AuthenticationError, match="invalid x-api-key"):
+            admin_client(proc.url, workspace_key).organization.retrieve()
+        with pytest.raises(anthropic.AuthenticationError, match="invalid x-api-key"):
+            admin_client(proc.url, workspace_key).organization.workspaces.list()
+        with pytest.raises(anthropic.AuthenticationError, match="invalid x-api-key"):
+            make_client(proc.url, api_key=admin_key).messages.create(**simple_params())  # type: ignore[arg-type]
+        with pytest.raises(anthropic.AuthenticationError):
+            make_client(proc.url, api_key=admin_key).messages.batches.list()
+        assert works(proc.url, workspace_key)
+        headers = {"x-api-key": admin_key, "anthropic-version": "2023-06-01"}
+        for path in ("/v1/organizations/users", "/v1/organizations/invites", "/v1/organizations/spend_limits"):
+            answer = httpx.get(f"{proc.url}{path}", headers=headers)
+            assert answer.status_code == 404 and answer.json()["type"] == "error"
+    finally:
+        proc.stop()
+
+
+def test_an_admin_key_leaves_open_mode_open_and_the_admin_api_closed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'open.db'}"
+    admin_key = make_admin_key(url, tmp_path)
+    proc = ServerProcess(url, config_text='[[models]]\nid = "*"\nbackend = "simulator"\n', workdir=tmp_path)
+    proc.start()
+    try:
+        assert works(proc.url, "any-key-at-all")  # no workspace key exists: still open mode
+        with pytest.raises(anthropic.AuthenticationError):
+            admin_client(proc.url, "any-key-at-all").organization.retrieve()
+        assert admin_client(proc.url, admin_key).organization.retrieve().type == "organization"
+    finally:
+        proc.stop()
+
+
+def test_an_archived_workspace_is_refused_by_every_api_process_within_a_second(tmp_path: Path) -> None:
+    url = create_postgres_database()
+    try:
+        alpha_key = make_key("alpha", url, tmp_path)
+        admin_key = make_admin_key(url, tmp_path)
+        config = '[[models]]\nid = "*"\nbackend = "simulator"\n'
+        first, second = (ServerProcess(url, config_text=config, workdir=tmp_path, extra_args=["--no-engine"]) for _ in range(2))
+        first.start()
+        second.start()
+        try:
+            assert works(second.url, alpha_key)
+            admin = admin_client(first.url, admin_key)
+            alpha = next(w for w in admin.organization.workspaces.list().data if w.name == "alpha")
+            admin.organization.workspaces.archive(alpha.id)
+            archived_at = time.monotonic()
+            wait_until(lambda: not works(second.url, alpha_key), timeout=5, what="the other process to refuse the key")
+            assert time.monotonic() - archived_at < 1.0
+        finally:
+            first.stop()
+            second.stop()
+    finally:
+        drop_postgres_database(url)
