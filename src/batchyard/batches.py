@@ -146,7 +146,13 @@ class Batches:
     # -- the API side ------------------------------------------------------------------
 
     async def create(
-        self, workspace_id: str, api_version: str, body: IO[bytes], *, queue_limit: int | None = None
+        self,
+        workspace_id: str,
+        api_version: str,
+        body: IO[bytes],
+        *,
+        queue_limit: int | None = None,
+        key_id: str | None = None,
     ) -> BatchRecord:
         """Read, check and store a whole batch in one transaction; nothing of a bad body
         is written. ``queue_limit`` caps the requests of the workspace's unfinished batches,
@@ -168,6 +174,7 @@ class Batches:
             ended_at=None,
             cancel_initiated_at=None,
             archived_at=None,
+            key_id=key_id,
         )
 
         async def chunks() -> AsyncIterator[list[BatchLine]]:

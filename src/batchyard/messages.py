@@ -17,16 +17,25 @@ from .engine.limits import RouteLimiter, measured_create, record_call
 from .metrics import Metrics
 from .protocol.messages import MessageCreateRequest, ValidatedRequest, validate_message_request
 from .protocol.sse import PING
+from .protocol.usage import tokens_of
+from .usage import Account, UsageRecorder
 
 
 class Messages:
     def __init__(
-        self, router: Router, limiters: dict[int, RouteLimiter], metrics: Metrics, *, ping_interval: float = 10.0
+        self,
+        router: Router,
+        limiters: dict[int, RouteLimiter],
+        metrics: Metrics,
+        *,
+        ping_interval: float = 10.0,
+        usage: UsageRecorder | None = None,
     ) -> None:
         self.router = router
         self.limiters = limiters
         self.metrics = metrics
         self.ping_interval = ping_interval
+        self.usage = usage
 
     def _route(self, validated: ValidatedRequest) -> tuple[Backend, RouteLimiter]:
         route = self.router.route_for(validated.model.model)
@@ -36,14 +45,17 @@ class Messages:
     def validate(self, body: Any, version: str, *, count_tokens: bool = False) -> ValidatedRequest:
         return validate_message_request(body, version, self.router, count_tokens=count_tokens)
 
-    async def create(self, validated: ValidatedRequest) -> dict[str, Any]:
+    async def create(self, validated: ValidatedRequest, account: Account | None = None) -> dict[str, Any]:
         backend, limiter = self._route(validated)
         assert isinstance(validated.model, MessageCreateRequest)
         request = GenerateRequest(validated.model, validated.body, validated.version)
         async with limiter.slot(interactive=True):
-            return await measured_create(backend, request, limiter, self.metrics, kind="interactive")
+            message = await measured_create(backend, request, limiter, self.metrics, kind="interactive")
+        if self.usage is not None and account is not None:
+            self.usage.record(account, validated.model.model, tokens_of(message))
+        return message
 
-    async def stream(self, validated: ValidatedRequest) -> MessageStream:
+    async def stream(self, validated: ValidatedRequest, account: Account | None = None) -> MessageStream:
         """The stream's events. The first event is produced before this returns, so a
         failure to start is raised here (and becomes an HTTP error); later failures are
         raised by the iterator (and become an ``error`` event). The caller must
@@ -61,7 +73,10 @@ class Messages:
                 record_call(limiter, self.metrics, route=route, kind="stream", error=exc)
             await slot.__aexit__(None, None, None)
             raise
-        return MessageStream(first, events, limiter, slot, route, self.metrics, self.ping_interval)
+        stream = MessageStream(first, events, limiter, slot, route, self.metrics, self.ping_interval)
+        if self.usage is not None and account is not None:
+            stream.account = (self.usage, account, validated.model.model)
+        return stream
 
     async def count_tokens(self, validated: ValidatedRequest) -> int:
         backend, _ = self._route(validated)
@@ -93,6 +108,16 @@ class MessageStream:
         self._ping_interval = ping_interval
         self._pending: asyncio.Future[dict[str, Any]] | None = None
         self._closed = False
+        self.account: tuple[UsageRecorder, Account, str] | None = None  # where its usage goes
+        self._usage: dict[str, Any] = {}  # the latest usage the events reported
+        self._observe(first)
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message_start":
+            self._usage.update((event.get("message") or {}).get("usage") or {})
+        elif kind == "message_delta":
+            self._usage.update(event.get("usage") or {})
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
@@ -114,6 +139,7 @@ class MessageStream:
                     event = task.result()
                 except StopAsyncIteration:
                     break
+                self._observe(event)
                 yield event
             record_call(self._limiter, self._metrics, route=self._route, kind="stream")
         except BackendError as exc:
@@ -126,6 +152,10 @@ class MessageStream:
         if self._closed:
             return
         self._closed = True
+        if self.account is not None and self._usage:
+            # Once, whether the stream ran out or the client left: what the backend used so far.
+            recorder, account, model = self.account
+            recorder.record(account, model, tokens_of({"usage": self._usage}))
         try:
             if self._pending is not None and not self._pending.done():
                 self._pending.cancel()

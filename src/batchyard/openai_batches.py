@@ -69,7 +69,9 @@ class OpenAIBatches:
 
     # -- the API side ------------------------------------------------------------------
 
-    async def create(self, workspace_id: str, body: Any, *, queue_limit: int | None = None) -> BatchRecord:
+    async def create(
+        self, workspace_id: str, body: Any, *, queue_limit: int | None = None, key_id: str | None = None
+    ) -> BatchRecord:
         """Check the create body, read the input file line by line and store the batch with
         every line in one transaction. A file with bad lines makes a ``failed`` batch (no
         lines stored) whose errors name them."""
@@ -108,6 +110,7 @@ class OpenAIBatches:
             api="openai",
             endpoint=params.endpoint,
             input_file_id=source.id,
+            key_id=key_id,
         )
 
         async def chunks() -> AsyncIterator[list[BatchLine]]:

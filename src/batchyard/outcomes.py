@@ -24,8 +24,10 @@ from typing import Any, Literal
 from .protocol import batches as wire
 from .protocol.errors import ApiError
 from .protocol.timestamps import seconds_to_us
+from .protocol.usage import Tokens
 from .store.batches import ClaimedRequest, FinishedRequest, LostLease
 from .store.schema import RequestState
+from .store.usage import UsageKey, minute_of
 
 ReportKind = Literal["answered", "failed", "refused", "canceled"]
 
@@ -40,10 +42,11 @@ class Report:
     error: ApiError | None = None  # failed (the backend's error) or refused (validation)
     max_attempts: int = 1  # how many tries the request's route allows
     route_id: str | None = None  # the route that failed (for the retry metric)
+    tokens: Tokens | None = None  # answered: what the backend used
 
     @classmethod
-    def answered(cls, request: ClaimedRequest, message: dict[str, Any]) -> Report:
-        return cls(request, "answered", message=message)
+    def answered(cls, request: ClaimedRequest, message: dict[str, Any], tokens: Tokens | None = None) -> Report:
+        return cls(request, "answered", message=message, tokens=tokens)
 
     @classmethod
     def failed(cls, request: ClaimedRequest, error: ApiError, max_attempts: int, route_id: str) -> Report:
@@ -95,7 +98,11 @@ class OutcomePolicy:
         request = report.request
         if report.kind == "answered":
             assert report.message is not None
-            return _ends(request, RequestState.SUCCEEDED, wire.succeeded_result(report.message))
+            decision = _ends(request, RequestState.SUCCEEDED, wire.succeeded_result(report.message))
+            if report.tokens is not None:  # counted once, with the result (batch lines: the batch tier)
+                key = UsageKey(minute_of(now), request.workspace_id, request.key_id or "", request.model or "", "batch")
+                decision.outcome.usage = (key, report.tokens)
+            return decision
         if report.kind == "canceled":
             return _ends(request, RequestState.CANCELED, None)
         error = report.error

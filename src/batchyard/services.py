@@ -23,6 +23,8 @@ from .store.database import Database, SoleEngineLock, parse_database_url
 from .store.files import DatabaseBlobs, FileStore
 from .store.keys import KeyStore
 from .store.notify import Notifier, PostgresNotifier, RelayNotifier
+from .usage import UsageRecorder
+from .usage import flush_forever as flush_usage_of
 
 
 @dataclass
@@ -49,6 +51,9 @@ class Services:
             await self.engine.stop()
         with contextlib.suppress(Exception):
             await self.keys.flush_usage()
+        if self.messages.usage is not None:
+            with contextlib.suppress(Exception):
+                await self.messages.usage.flush()
         await self.router.close()
         await self.notifier.close()
         await self.db.close()
@@ -90,14 +95,18 @@ async def open_services(
         await notifier.start()
         opened.append(notifier.close)
         files = Files(FileStore(db), DatabaseBlobs(db), settings)
-        batches = Batches(BatchStore(db), settings, notifier, files)
+        batch_store = BatchStore(db)
+        batches = Batches(batch_store, settings, notifier, files)
+        usage = UsageRecorder(batch_store.usage)
         limiters = make_limiters(router)
         metrics = metrics or Metrics()
         services = Services(
             settings=settings,
             db=db,
             batches=batches,
-            messages=Messages(router, limiters, metrics, ping_interval=settings.limits.stream_ping_interval),
+            messages=Messages(
+                router, limiters, metrics, ping_interval=settings.limits.stream_ping_interval, usage=usage
+            ),
             router=router,
             notifier=notifier,
             limiters=limiters,
@@ -124,6 +133,8 @@ async def open_services(
         asyncio.create_task(forget_disabled_keys(services.keys, notifier.subscribe()), name="key-notices")
     )
     services.background.append(asyncio.create_task(sweep_forever(services.files, db), name="files-sweep"))
+    if services.messages.usage is not None:
+        services.background.append(asyncio.create_task(flush_usage_of(services.messages.usage), name="usage"))
     # What exists now (modules, models, routes, connections) lives as long as the process.
     # Frozen, the collector's full passes stop walking it: they took ~100 ms on a busy
     # engine, a stall of the event loop each time; with it frozen, under 10 ms.

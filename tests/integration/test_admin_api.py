@@ -8,14 +8,16 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anthropic
 import httpx
+import openai
 import pytest
 
 from support.databases import create_postgres_database, drop_postgres_database
-from support.helpers import make_client, make_key, simple_params, wait_until
+from support.helpers import make_client, make_key, simple_params, wait_for_end, wait_until
 from support.server import ServerProcess
 
 
@@ -160,3 +162,135 @@ def test_an_archived_workspace_is_refused_by_every_api_process_within_a_second(t
             second.stop()
     finally:
         drop_postgres_database(url)
+
+
+def test_usage_report_equals_the_usage_in_answers_and_results(tmp_path: Path, fresh_database_url: str) -> None:
+    keys = {name: make_key(name, fresh_database_url, tmp_path) for name in ("alpha", "beta")}
+    admin_key = make_admin_key(fresh_database_url, tmp_path)
+    proc = ServerProcess(fresh_database_url, config_text='[[models]]\nid = "*"\nbackend = "simulator"\n', workdir=tmp_path)
+    proc.start()
+    try:
+        expected: dict[tuple[str, str, str], list[int]] = {}  # (workspace name, model, tier) -> [input, output]
+
+        def add(workspace: str, model: str, tier: str, input_tokens: int, output_tokens: int) -> None:
+            entry = expected.setdefault((workspace, model, tier), [0, 0])
+            entry[0] += input_tokens
+            entry[1] += output_tokens
+
+        for index, (workspace, key) in enumerate(keys.items()):
+            client = make_client(proc.url, api_key=key)
+            model = f"sim-{workspace}"
+            for i in range(3 + index):
+                reply = client.messages.create(**simple_params(f"question {i} from {workspace}", model=model))  # type: ignore[arg-type]
+                add(workspace, model, "standard", reply.usage.input_tokens, reply.usage.output_tokens)
+            with client.messages.stream(**simple_params("a stream", model=model)) as stream:  # type: ignore[arg-type]
+                final = stream.get_final_message()
+            add(workspace, model, "standard", final.usage.input_tokens, final.usage.output_tokens)
+            chat = openai.OpenAI(base_url=f"{proc.url}/v1", api_key=key, max_retries=0).chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hello"}]
+            )
+            assert chat.usage is not None
+            add(workspace, model, "standard", chat.usage.prompt_tokens, chat.usage.completion_tokens)
+            batch = client.messages.batches.create(
+                requests=[{"custom_id": f"b{i}", "params": simple_params(f"line {i}", model=model)} for i in range(4 + index)]
+            )
+            wait_for_end(client, batch.id)
+            for line in client.messages.batches.results(batch.id):
+                assert line.result.type == "succeeded"
+                usage = line.result.message.usage  # type: ignore[union-attr]
+                assert usage.service_tier == "batch"
+                add(workspace, model, "batch", usage.input_tokens, usage.output_tokens)
+
+        admin = httpx.Client(base_url=proc.url, headers={"x-api-key": admin_key, "anthropic-version": "2023-06-01"})
+        today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z")
+
+        def report(**params: object) -> list[dict[str, object]]:
+            answer = admin.get("/v1/organizations/usage_report/messages", params={"starting_at": today, **params})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["has_more"] is False and len(body["data"]) == 7  # the default: seven 1d buckets
+            return [r for bucket in body["data"] for r in bucket["results"]]
+
+        names = {w.id: w.name for w in admin_client(proc.url, admin_key).organization.workspaces.list().data}
+
+        def totals(rows: list[dict[str, object]], *fields: str) -> dict[tuple[object, ...], list[int]]:
+            out: dict[tuple[object, ...], list[int]] = {}
+            for row in rows:
+                assert row["cache_read_input_tokens"] == 0 and row["cache_creation"]["ephemeral_5m_input_tokens"] == 0  # type: ignore[index]
+                key = tuple(names.get(row[f], row[f]) if f == "workspace_id" else row[f] for f in fields)  # type: ignore[arg-type]
+                entry = out.setdefault(key, [0, 0])
+                entry[0] += row["uncached_input_tokens"]  # type: ignore[operator]
+                entry[1] += row["output_tokens"]  # type: ignore[operator]
+            return out
+
+        def folded(*positions: int) -> dict[tuple[object, ...], list[int]]:
+            out: dict[tuple[object, ...], list[int]] = {}
+            for key, (i, o) in expected.items():
+                entry = out.setdefault(tuple(key[p] for p in positions), [0, 0])
+                entry[0] += i
+                entry[1] += o
+            return out
+
+        # Interactive usage is added within a second of each answer.
+        wait_until(lambda: totals(report(**{"group_by[]": "workspace_id"}), "workspace_id") == folded(0), timeout=10,
+                   what="the report to count every call")
+        assert totals(report(**{"group_by[]": ["model", "service_tier"]}), "model", "service_tier") == folded(1, 2)
+        assert totals(report(**{"group_by[]": "service_tier"}), "service_tier") == folded(2)
+        by_key = totals(report(**{"group_by[]": "api_key_id"}), "api_key_id")
+        assert len(by_key) == 2 and sorted(by_key.values()) == sorted(folded(0).values())
+        alpha_only = report(**{"group_by[]": "workspace_id", "workspace_ids[]": next(i for i, n in names.items() if n == "alpha")})
+        assert totals(alpha_only, "workspace_id") == {("alpha",): folded(0)[("alpha",)]}
+        hourly = admin.get(
+            "/v1/organizations/usage_report/messages", params={"starting_at": today, "bucket_width": "1h", "limit": 24}
+        ).json()
+        assert len(hourly["data"]) == 24 and sum(len(b["results"]) for b in hourly["data"]) >= 1
+    finally:
+        proc.stop()
+
+
+KILL_CONFIG = """
+[engine]
+lease = 2
+sweep_interval = 0.3
+shutdown_grace = 0
+max_lease_losses = 11
+
+[[models]]
+id = "*"
+backend = "simulator"
+latency_ms = 100
+max_concurrency = 50
+"""
+
+
+def test_usage_survives_kill_9_mid_batch_counted_once(tmp_path: Path, fresh_database_url: str) -> None:
+    key = make_key("alpha", fresh_database_url, tmp_path)
+    admin_key = make_admin_key(fresh_database_url, tmp_path)
+    proc = ServerProcess(fresh_database_url, config_text=KILL_CONFIG, workdir=tmp_path)
+    proc.start()
+    try:
+        client = make_client(proc.url, api_key=key)
+        batch = client.messages.batches.create(
+            requests=[{"custom_id": f"k{i}", "params": simple_params(f"kill {i}")} for i in range(800)]
+        )
+        for pause in (0.4, 0.7, 0.5):
+            time.sleep(pause)
+            proc.kill()
+            proc.start()
+        wait_for_end(make_client(proc.url, api_key=key), batch.id, timeout=120)
+        client = make_client(proc.url, api_key=key)
+        input_tokens = output_tokens = 0
+        for line in client.messages.batches.results(batch.id):
+            usage = line.result.message.usage  # type: ignore[union-attr]
+            input_tokens += usage.input_tokens
+            output_tokens += usage.output_tokens
+        answer = httpx.get(
+            f"{proc.url}/v1/organizations/usage_report/messages",
+            params={"starting_at": datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z"), "group_by[]": "service_tier"},
+            headers={"x-api-key": admin_key, "anthropic-version": "2023-06-01"},
+        ).json()
+        rows = [r for bucket in answer["data"] for r in bucket["results"] if r["service_tier"] == "batch"]
+        assert sum(r["uncached_input_tokens"] for r in rows) == input_tokens  # nothing lost, nothing twice
+        assert sum(r["output_tokens"] for r in rows) == output_tokens
+    finally:
+        proc.stop()

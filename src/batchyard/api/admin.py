@@ -11,9 +11,11 @@ from starlette.routing import Route
 
 from ..keys import new_workspace_id
 from ..protocol import admin as wire
+from ..protocol import usage_report
 from ..protocol.errors import invalid_request
 from ..protocol.timestamps import now_us
 from ..store.keys import KeyStore, WorkspaceNameTaken
+from ..store.usage import COUNTERS
 from .batches import parse_limit
 from .bodies import read_json
 from .responses import json_response
@@ -152,6 +154,17 @@ async def update_api_key(request: Request) -> Response:
     return json_response(wire.api_key(updated))
 
 
+async def messages_usage_report(request: Request) -> Response:
+    """Tokens by time bucket, grouped and filtered as asked (one read over the buckets)."""
+    query = usage_report.parse_query(request.query_params)
+    columns = [usage_report.GROUPS[name] for name in query.group_by]
+    rows = await services(request).batches.store.usage.buckets(
+        query.start, query.page_end, query.width, columns, query.filters
+    )
+    named = [dict(zip(["bucket", *columns, *COUNTERS], row, strict=True)) for row in rows]
+    return json_response(usage_report.report(query, named))
+
+
 routes = [
     Route("/v1/organizations/me", organization, methods=["GET"]),
     Route("/v1/organizations/workspaces", create_workspace, methods=["POST"]),
@@ -162,4 +175,5 @@ routes = [
     Route("/v1/organizations/api_keys", list_api_keys, methods=["GET"]),
     Route("/v1/organizations/api_keys/{api_key_id}", retrieve_api_key, methods=["GET"]),
     Route("/v1/organizations/api_keys/{api_key_id}", update_api_key, methods=["POST"]),
+    Route("/v1/organizations/usage_report/messages", messages_usage_report, methods=["GET"]),
 ]

@@ -47,7 +47,9 @@ async def create_batch(request: Request) -> Response:
         _, queue_limit = svc.settings.rate_limits.for_workspace(request.scope["state"]["workspace_name"])
     body = await spool_body(request, svc.settings.batches.max_bytes, svc.settings.limits.body_timeout)
     with body:
-        record = await svc.batches.create(workspace_id, version, body, queue_limit=queue_limit or None)
+        record = await svc.batches.create(
+            workspace_id, version, body, queue_limit=queue_limit or None, key_id=request.scope["state"].get("key_id")
+        )
     return json_response(batch_body(request, record))
 
 

@@ -16,7 +16,7 @@ from ..protocol.errors import ApiError, error_envelope
 from .bodies import read_json
 from .messages import SSE_HEADERS
 from .responses import ClosingStreamingResponse, json_response, request_id_of
-from .state import services
+from .state import account_of, services
 
 
 async def create_completion(request: Request) -> Response:
@@ -24,8 +24,8 @@ async def create_completion(request: Request) -> Response:
     body = await read_json(request, svc.settings.limits.max_message_bytes, svc.settings.limits.body_timeout)
     call = complete.translate_request(body, request.scope["state"]["api_version"], svc.messages.router)
     if not call.stream:
-        return json_response(complete.completion(await svc.messages.create(call.validated)))
-    events = await svc.messages.stream(call.validated)
+        return json_response(complete.completion(await svc.messages.create(call.validated, account_of(request))))
+    events = await svc.messages.stream(call.validated, account_of(request))
     return ClosingStreamingResponse(
         _sse(events, request_id_of(request)), on_close=events.aclose, media_type="text/event-stream", headers=SSE_HEADERS
     )

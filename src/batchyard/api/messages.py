@@ -15,7 +15,7 @@ from ..protocol import sse
 from ..protocol.errors import ApiError, error_envelope
 from .bodies import OFF_LOOP_BYTES, parse_json, read_body
 from .responses import ClosingStreamingResponse, json_response, request_id_of
-from .state import services
+from .state import account_of, services
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -39,8 +39,8 @@ async def create_message(request: Request) -> Response:
     svc = services(request)
     validated = await _validated(request)
     if not validated.model.stream:
-        return json_response(await svc.messages.create(validated))
-    events = await svc.messages.stream(validated)
+        return json_response(await svc.messages.create(validated, account_of(request)))
+    events = await svc.messages.stream(validated, account_of(request))
     return ClosingStreamingResponse(
         _sse(events, request_id_of(request)), on_close=events.aclose, media_type="text/event-stream", headers=SSE_HEADERS
     )

@@ -36,7 +36,9 @@ async def create_batch(request: Request) -> Response:
     if "key_id" in request.scope["state"]:  # keyed callers have a cap on queued requests
         _, queue_limit = svc.settings.rate_limits.for_workspace(request.scope["state"]["workspace_name"])
     openai = _lifecycle(request)
-    record = await openai.create(_workspace(request), body, queue_limit=queue_limit or None)
+    record = await openai.create(
+        _workspace(request), body, queue_limit=queue_limit or None, key_id=request.scope["state"].get("key_id")
+    )
     return json_response((await openai.views([record]))[0])
 
 

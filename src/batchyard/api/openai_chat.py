@@ -17,7 +17,7 @@ from ..protocol.errors import ApiError
 from .bodies import read_json
 from .messages import SSE_HEADERS
 from .responses import ClosingStreamingResponse, json_response
-from .state import services
+from .state import account_of, services
 
 
 async def create_chat_completion(request: Request) -> Response:
@@ -25,8 +25,8 @@ async def create_chat_completion(request: Request) -> Response:
     body = await read_json(request, svc.settings.limits.max_message_bytes, svc.settings.limits.body_timeout)
     call = openai_chat.translate_request(body, svc.messages.router)
     if not call.stream:
-        return json_response(openai_chat.chat_completion(await svc.messages.create(call.validated), call))
-    events = await svc.messages.stream(call.validated)
+        return json_response(openai_chat.chat_completion(await svc.messages.create(call.validated, account_of(request)), call))
+    events = await svc.messages.stream(call.validated, account_of(request))
     return ClosingStreamingResponse(
         _chunks(events, call), on_close=events.aclose, media_type="text/event-stream", headers=SSE_HEADERS
     )

@@ -31,6 +31,7 @@ from ..protocol.errors import ApiError, invalid_request
 from ..protocol.jsonscan import JsonSyntaxError, loads_document
 from ..protocol.messages import MessageCreateRequest, ValidatedRequest, validate_message_request
 from ..protocol.openai_batches import LineCall, prepare_line
+from ..protocol.usage import tokens_of
 from ..store.batches import Attempt, ClaimedRequest
 from ..store.database import is_database_outage
 from ..store.notify import Notifier
@@ -321,7 +322,7 @@ class Engine:
                 )
             except BackendError as exc:
                 return Report.failed(request, exc, route.max_attempts, route.id)
-        return Report.answered(request, message if call is None else call.shape(message))
+        return Report.answered(request, message if call is None else call.shape(message), tokens_of(message))
 
     async def _pass_through(self, request: ClaimedRequest, call: LineCall) -> Report:
         """A line for an endpoint the Messages model has no form for (embeddings, legacy
@@ -347,7 +348,7 @@ class Engine:
                 answer = await serve(request.endpoint, call.passthrough)
             except BackendError as exc:
                 return Report.failed(request, exc, route.max_attempts, route.id)
-        return Report.answered(request, answer)
+        return Report.answered(request, answer, tokens_of(answer))
 
     # -- outcomes --------------------------------------------------------------------
 

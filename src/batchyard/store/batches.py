@@ -36,8 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..protocol.batch_create import BatchLine
 from ..protocol.timestamps import now_us
+from ..protocol.usage import Tokens
 from .database import Database
 from .schema import OPEN_STATES, RequestState, batch_requests, batches
+from .usage import UsageKey, UsageStore, merge
 
 R = batch_requests
 B = batches
@@ -122,6 +124,7 @@ class BatchRecord:
     error_file_id: str | None = None
     details: bytes | None = None  # JSON (OpenAI batches): metadata, errors, usage, model
     finalized_at: int | None = None  # OpenAI batches: when the output and error files were written
+    key_id: str | None = None  # the API key that created it (None in open mode)
 
     @classmethod
     def from_row(cls, row: Any) -> BatchRecord:
@@ -135,6 +138,7 @@ class ClaimableBatch:
     api_version: str
     expires_at: int
     endpoint: str | None = None  # OpenAI batches: what their lines are (None: Messages params)
+    key_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -150,6 +154,7 @@ class ClaimedRequest:
     lease_losses: int = 0  # workers lost while running it before this attempt
     model: str | None = None  # the model its params name (None when they name none)
     endpoint: str | None = None  # an OpenAI batch's endpoint: its params are that endpoint's body
+    key_id: str | None = None  # the key that created its batch: its usage is that key's
 
     @property
     def attempt(self) -> Attempt:
@@ -177,6 +182,7 @@ class FinishedRequest:
     state: RequestState
     result: bytes | None
     retry_delay_us: int = 0
+    usage: tuple[UsageKey, Tokens] | None = None  # what the backend used, counted with the result
 
     @property
     def attempt(self) -> Attempt:
@@ -257,6 +263,7 @@ class BatchStore:
     def __init__(self, db: Database, clock: Callable[[], int] = now_us) -> None:
         self.db = db
         self.clock = clock  # the host's clock (microseconds); tests may set their own
+        self.usage = UsageStore(db)
 
     def _among(self, idxs: Sequence[int]) -> tuple[Any, ...]:
         """``idx`` is one of these: bounded as a range (so the index scan is narrow), then as
@@ -467,7 +474,7 @@ class BatchStore:
             R.c.batch_id == B.c.id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= self._db_now()
         )
         query = (
-            select(B.c.id, B.c.workspace_id, B.c.api_version, B.c.expires_at, B.c.endpoint)
+            select(B.c.id, B.c.workspace_id, B.c.api_version, B.c.expires_at, B.c.endpoint, B.c.key_id)
             .where(B.c.processing_status == "in_progress", ready)
             .order_by(B.c.id)
         )
@@ -548,6 +555,7 @@ class BatchStore:
                 r.lease_losses,
                 r.model,
                 batch.endpoint,
+                batch.key_id,
             )
             for r in rows
         ]
@@ -571,11 +579,11 @@ class BatchStore:
         owner: str,
         attempts: Sequence[Attempt],
         write: Callable[[AsyncConnection, Sequence[Attempt]], Awaitable[Any]],
-        then: Callable[[AsyncConnection], Awaitable[Any]] | None = None,
+        then: Callable[[AsyncConnection, set[Attempt]], Awaitable[Any]] | None = None,
         lock: Sequence[str] = (),
     ) -> set[Attempt]:
         """Run ``write`` (one fenced executemany) for the attempts that still hold their lease,
-        in one transaction, then ``then``; return the attempts written.
+        in one transaction, then ``then`` (given the attempts written); return those.
 
         On SQLite (one writer at a time) it first writes all of them: when every row matched,
         as is usual, no attempt was stale and the fence needed no read of its own; otherwise
@@ -588,7 +596,7 @@ class BatchStore:
                     if result.rowcount != len(attempts):
                         raise _SomeStale
                     if then is not None:
-                        await then(conn)
+                        await then(conn, set(attempts))
                 return set(attempts)
             except _SomeStale:
                 pass
@@ -598,7 +606,7 @@ class BatchStore:
             if held:
                 await write(conn, [a for a in attempts if a in held])
             if then is not None:
-                await then(conn)
+                await then(conn, held)
         return held
 
     async def release(self, owner: str, held: Sequence[Attempt]) -> None:
@@ -655,7 +663,11 @@ class BatchStore:
 
         ended: list[str] = []
 
-        async def finalize(conn: AsyncConnection) -> None:
+        async def finalize(conn: AsyncConnection, written: set[Attempt]) -> None:
+            # Usage goes with the results that were written, in their transaction: a result
+            # and its tokens are counted together or not at all.
+            used = [o.usage for o in outcomes if o.usage is not None and o.attempt in written]
+            await self.usage.add_in(conn, merge(used))
             ended[:] = [b for b in batch_ids if await self._finalize_if_done(conn, b, now)]
 
         held = await self._fenced(owner, list(by_attempt), write, finalize, lock=batch_ids)

@@ -70,6 +70,7 @@ batches = Table(
     Column("details", LargeBinary),  # JSON: metadata, errors, usage, model, output file ttl
     # When an OpenAI batch's output and error files were written (its end, for its API).
     Column("finalized_at", BigInteger),
+    Column("key_id", String(64)),  # the API key that created it: its lines' usage is that key's
     Index("ix_batches_workspace", "workspace_id", "id"),
     Index(
         "ix_batches_open",
@@ -198,4 +199,25 @@ file_chunks = Table(
     Column("seq", Integer, nullable=False),
     Column("data", LargeBinary, nullable=False),
     PrimaryKeyConstraint("file_id", "seq", name="pk_file_chunks"),
+)
+
+
+# Tokens used, in minute buckets: one row per minute, workspace, API key ("" for none),
+# model and service tier ("batch" for batch lines, "standard" for interactive calls). Batch
+# lines add to it in the transaction that writes their result, so it is never lost or
+# doubled; interactive calls within a second of answering.
+usage_minutes = Table(
+    "usage_minutes",
+    metadata,
+    Column("minute", BigInteger, nullable=False),  # microseconds at the minute's start
+    Column("workspace_id", String(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("service_tier", String(16), nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("uncached_input_tokens", BigInteger, nullable=False),
+    Column("cache_creation_input_tokens", BigInteger, nullable=False),
+    Column("cache_read_input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    PrimaryKeyConstraint("minute", "workspace_id", "key_id", "model", "service_tier", name="pk_usage_minutes"),
 )

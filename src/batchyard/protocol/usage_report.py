@@ -1,0 +1,144 @@
+"""The Admin API's usage report (``GET /v1/organizations/usage_report/messages``): its
+query and its answer, as the Admin API reference documents them. Pure: no I/O.
+
+Buckets are aligned on UTC boundaries of their width (a ``1d`` bucket starts at midnight)
+from the one that holds ``starting_at``, to ``ending_at`` (exclusive); a page holds
+``limit`` buckets and ``next_page`` names the first bucket of the next. A bucket with no
+usage has no results. Cache writes are reported as ``ephemeral_5m_input_tokens`` (the
+default cache lifetime: batchyard does not tell the two apart).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import invalid_request
+from .timestamps import to_rfc3339
+
+MINUTE = 60_000_000
+WIDTHS = {"1m": MINUTE, "1h": 60 * MINUTE, "1d": 24 * 60 * MINUTE}
+LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # buckets per page: default, most
+GROUPS = {"api_key_id": "key_id", "workspace_id": "workspace_id", "model": "model", "service_tier": "service_tier"}
+FILTERS = {"api_key_ids": "key_id", "workspace_ids": "workspace_id", "models": "model", "service_tiers": "service_tier"}
+UNGROUPED = ("context_window", "inference_geo")  # always null here
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    start: int  # microseconds, the first bucket's start
+    end: int  # exclusive
+    width: int
+    limit: int
+    group_by: tuple[str, ...]  # the report's names (api_key_id, ...)
+    filters: dict[str, tuple[str, ...]]  # by column
+
+    @property
+    def page_end(self) -> int:
+        return min(self.end, self.start + self.limit * self.width)
+
+
+def parse_time(raw: str | None, name: str) -> int:
+    if raw is None or not raw.strip():
+        raise invalid_request(f"{name}: Field required")
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid_request(f"{name}: Input should be a valid datetime (RFC 3339)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def page_token(start: int) -> str:
+    return "page_" + base64.urlsafe_b64encode(str(start).encode()).decode().rstrip("=")
+
+
+def parse_page(token: str) -> int:
+    body = token.removeprefix("page_")
+    try:
+        return int(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise invalid_request("page: Invalid page cursor") from None
+
+
+def parse_query(params: Any) -> ReportQuery:
+    """From the query string (a Starlette ``QueryParams``: ``group_by[]`` and the filter
+    arrays repeat)."""
+    width_name = params.get("bucket_width") or "1d"
+    if width_name not in WIDTHS:
+        raise invalid_request(f"bucket_width: Input should be {', '.join(repr(w) for w in WIDTHS)}")
+    width = WIDTHS[width_name]
+    default_limit, most = LIMITS[width_name]
+    raw_limit = params.get("limit")
+    try:
+        limit = default_limit if raw_limit in (None, "") else int(raw_limit)
+    except ValueError:
+        raise invalid_request("limit: Input should be a valid integer") from None
+    if not 1 <= limit <= most:
+        raise invalid_request(f"limit: Input should be between 1 and {most} for bucket_width {width_name!r}")
+    starting = parse_time(params.get("starting_at"), "starting_at")
+    start = starting - starting % width
+    end = parse_time(params.get("ending_at"), "ending_at") if params.get("ending_at") else start + limit * width
+    if end <= starting:
+        raise invalid_request("ending_at: must be after starting_at")
+    if params.get("page"):
+        resumed = parse_page(params["page"])
+        if resumed < start or resumed >= end or (resumed - start) % width:
+            raise invalid_request("page: Invalid page cursor")
+        start = resumed
+    group_by = tuple(dict.fromkeys(params.getlist("group_by[]") + params.getlist("group_by")))
+    for name in group_by:
+        if name not in GROUPS and name not in UNGROUPED:
+            raise invalid_request(f"group_by: Input should be one of {', '.join(repr(g) for g in (*GROUPS, *UNGROUPED))}")
+    filters = {
+        column: tuple(params.getlist(f"{name}[]") + params.getlist(name)) for name, column in FILTERS.items()
+    }
+    return ReportQuery(start, end, width, limit, tuple(g for g in group_by if g in GROUPS), filters)
+
+
+def result(row: dict[str, Any], group_by: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "uncached_input_tokens": int(row["uncached_input_tokens"]),
+        "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": int(row["cache_creation_input_tokens"])},
+        "cache_read_input_tokens": int(row["cache_read_input_tokens"]),
+        "output_tokens": int(row["output_tokens"]),
+        "server_tool_use": {"web_search_requests": 0},
+        "api_key_id": (row["key_id"] or None) if "api_key_id" in group_by else None,
+        "workspace_id": row["workspace_id"] if "workspace_id" in group_by else None,
+        "model": row["model"] if "model" in group_by else None,
+        "service_tier": row["service_tier"] if "service_tier" in group_by else None,
+        "context_window": None,
+        "inference_geo": None,
+    }
+
+
+def report(query: ReportQuery, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The page of buckets from ``query.start`` to its page end, rows (each with its
+    ``bucket``) placed in theirs."""
+    page_end = query.page_end
+    by_bucket: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_bucket.setdefault(int(row["bucket"]), []).append(result(row, query.group_by))
+    data = []
+    at = query.start
+    while at < page_end:
+        data.append(
+            {
+                "starting_at": _utc(at),
+                "ending_at": _utc(min(at + query.width, query.end)),
+                "results": by_bucket.get(at, []),
+            }
+        )
+        at += query.width
+    has_more = page_end < query.end
+    return {"data": data, "has_more": has_more, "next_page": page_token(page_end) if has_more else None}
+
+
+def _utc(micros: int) -> str:
+    shown = to_rfc3339(micros)
+    assert shown is not None
+    return shown

@@ -1,0 +1,39 @@
+"""Usage accounting: minute buckets of tokens by workspace, key, model and tier; which key
+created a batch.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-03
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("batches", sa.Column("key_id", sa.String(64)))
+    op.create_table(
+        "usage_minutes",
+        sa.Column("minute", sa.BigInteger, nullable=False),
+        sa.Column("workspace_id", sa.String(64), nullable=False),
+        sa.Column("key_id", sa.String(64), nullable=False),
+        sa.Column("model", sa.String(256), nullable=False),
+        sa.Column("service_tier", sa.String(16), nullable=False),
+        sa.Column("requests", sa.BigInteger, nullable=False),
+        sa.Column("uncached_input_tokens", sa.BigInteger, nullable=False),
+        sa.Column("cache_creation_input_tokens", sa.BigInteger, nullable=False),
+        sa.Column("cache_read_input_tokens", sa.BigInteger, nullable=False),
+        sa.Column("output_tokens", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("minute", "workspace_id", "key_id", "model", "service_tier", name="pk_usage_minutes"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("usage_minutes")
+    with op.batch_alter_table("batches") as table:
+        table.drop_column("key_id")

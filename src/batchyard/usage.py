@@ -1,0 +1,55 @@
+"""Usage of interactive calls: each answer's tokens are gathered in memory and added to the
+minute buckets (``store.usage``) every second, in one transaction per flush. (Batch lines
+do not pass here: their tokens are written with their results, in one transaction.) A
+process killed between two flushes loses at most that second of interactive usage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from .protocol.timestamps import now_us
+from .protocol.usage import Tokens
+from .store.usage import UsageKey, UsageStore, merge, minute_of
+
+log = logging.getLogger("batchyard.usage")
+
+FLUSH_EVERY = 1.0  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Who made a call: its workspace and API key ("" in open mode)."""
+
+    workspace_id: str
+    key_id: str
+
+
+class UsageRecorder:
+    def __init__(self, store: UsageStore) -> None:
+        self.store = store
+        self._pending: list[tuple[UsageKey, Tokens]] = []
+
+    def record(self, account: Account, model: str, tokens: Tokens, service_tier: str = "standard") -> None:
+        key = UsageKey(minute_of(now_us()), account.workspace_id, account.key_id, model, service_tier)
+        self._pending.append((key, tokens))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            await self.store.add(merge(pending))
+        except BaseException:
+            self._pending[:0] = pending  # kept for the next flush
+            raise
+
+
+async def flush_forever(recorder: UsageRecorder, every: float = FLUSH_EVERY) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await recorder.flush()
+        except Exception:
+            log.warning("could not record interactive usage; it is kept for the next try")
