@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .backends import registry
 from .backends.llamacpp import BUNDLED_MODEL_ID, bundled_model_path, llamacpp_available
-from .routes import ListedModel, Route, route_for
+from .routes import ListedModel, Prices, Route, route_for
 
 DEFAULT_DATABASE_URL = "sqlite:///batchyard.db"
 DAY = 86_400.0
@@ -119,12 +119,24 @@ class RateLimits(_Strict):
         return rpm, queued
 
 
+class UsageSettings(_Strict):
+    batch_discount: float = Field(default=0.5, ge=0, le=1)  # batch lines cost this much less (0.5: half price)
+
+
 class ServerLimits(_Strict):
     max_message_bytes: int = 32 * 1024 * 1024
     stream_ping_interval: float = 10.0  # seconds of silence in a stream before a ping
     header_timeout: float = Field(default=10.0, gt=0)  # seconds to receive a request's headers
     body_timeout: float = Field(default=30.0, gt=0)  # seconds of silence allowed while a body arrives
 
+
+# A route's prices (USD per million tokens) for the cost report, by config key.
+PRICE_KEYS = {
+    "price_input_per_mtok": "input",
+    "price_output_per_mtok": "output",
+    "price_cache_write_per_mtok": "cache_write",
+    "price_cache_read_per_mtok": "cache_read",
+}
 
 # Keys every route understands, whatever its backend.
 ROUTE_KEYS = {
@@ -137,6 +149,7 @@ ROUTE_KEYS = {
     "max_concurrency",
     "max_attempts",
     "models",
+    *PRICE_KEYS,
 }
 
 
@@ -172,6 +185,7 @@ class Settings:
     limits: ServerLimits = field(default_factory=ServerLimits)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     files: FileLimits = field(default_factory=FileLimits)
+    usage: UsageSettings = field(default_factory=UsageSettings)
     routes: list[Route] = field(default_factory=default_routes)
     require_keys: bool = False
     # Set for each process of `serve --workers N` (not from the config file): processes that
@@ -186,7 +200,7 @@ class Settings:
 
 # -- loading -----------------------------------------------------------------------
 
-_TOP_LEVEL = {"public_url", "database_url", "batches", "engine", "limits", "rate_limits", "files", "models"}
+_TOP_LEVEL = {"public_url", "database_url", "batches", "engine", "limits", "rate_limits", "files", "usage", "models"}
 
 
 def _key_line(text: str, table: str | None, key: str, occurrence: int = 0) -> int | None:
@@ -262,6 +276,8 @@ def load_config_file(path: Path, settings: Settings) -> None:
         settings.rate_limits = _validate_section(path, text, "rate_limits", RateLimits, data["rate_limits"])
     if "files" in data:
         settings.files = _validate_section(path, text, "files", FileLimits, data["files"])
+    if "usage" in data:
+        settings.usage = _validate_section(path, text, "usage", UsageSettings, data["usage"])
     if "models" in data:
         tables = data["models"]
         if not isinstance(tables, list):
@@ -300,6 +316,13 @@ def _parse_route(path: Path, text: str, index: int, table: Any) -> Route:
         if key in table and (not isinstance(table[key], int) or isinstance(table[key], bool) or table[key] < 1):
             raise fail(key, "must be a positive integer")
     listed = _listed_models(table, fail) if "models" in table else None
+    prices: dict[str, float] = {}
+    for key, field_name in PRICE_KEYS.items():
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise fail(key, "must be a number of US dollars per million tokens, 0 or more")
+            prices[field_name] = float(value)
     route = Route(
         id=table["id"],
         backend=backend,
@@ -312,6 +335,7 @@ def _parse_route(path: Path, text: str, index: int, table: Any) -> Route:
         max_attempts=table.get("max_attempts", 3),
         index=index,
         models=listed,
+        prices=Prices(**prices) if prices else None,
     )
     for model in listed or ():
         if not route.matches(model.id):

@@ -26,6 +26,16 @@ class ListedModel:
 
 
 @dataclass(frozen=True)
+class Prices:
+    """USD per million tokens of a route's models."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cache_write: float = 0.0
+    cache_read: float = 0.0
+
+
+@dataclass(frozen=True)
 class Route:
     id: str  # an exact model name, a glob pattern, or "*"
     backend: str
@@ -40,6 +50,7 @@ class Route:
     # For a pattern route: the models it lists (None: the backend's default; the simulator
     # lists the Claude catalogue, others nothing).
     models: tuple[ListedModel, ...] | None = None
+    prices: Prices | None = None  # USD per million tokens, for the cost report (None: free)
 
     @functools.cached_property
     def is_pattern(self) -> bool:

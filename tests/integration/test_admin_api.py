@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import anthropic
@@ -292,5 +293,65 @@ def test_usage_survives_kill_9_mid_batch_counted_once(tmp_path: Path, fresh_data
         rows = [r for bucket in answer["data"] for r in bucket["results"] if r["service_tier"] == "batch"]
         assert sum(r["uncached_input_tokens"] for r in rows) == input_tokens  # nothing lost, nothing twice
         assert sum(r["output_tokens"] for r in rows) == output_tokens
+    finally:
+        proc.stop()
+
+
+PRICED = """
+[usage]
+batch_discount = 0.5
+
+[[models]]
+id = "priced"
+backend = "simulator"
+price_input_per_mtok = 3
+price_output_per_mtok = 15
+
+[[models]]
+id = "*"
+backend = "simulator"
+"""
+
+
+def test_cost_report_prices_usage_at_the_routes_prices(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cost.db'}"
+    key = make_key("alpha", url, tmp_path)
+    admin_key = make_admin_key(url, tmp_path)
+    proc = ServerProcess(url, config_text=PRICED, workdir=tmp_path)
+    proc.start()
+    try:
+        client = make_client(proc.url, api_key=key)
+        cents = Decimal(0)
+        for i in range(2):
+            usage = client.messages.create(**simple_params(f"q{i}", model="priced")).usage  # type: ignore[arg-type]
+            cents += (Decimal(usage.input_tokens) * 3 + Decimal(usage.output_tokens) * 15) / 1_000_000 * 100
+        client.messages.create(**simple_params("free", model="free-model"))  # type: ignore[arg-type]
+        batch = client.messages.batches.create(
+            requests=[{"custom_id": f"b{i}", "params": simple_params(f"line {i}", model="priced")} for i in range(3)]
+        )
+        wait_for_end(client, batch.id)
+        for line in client.messages.batches.results(batch.id):
+            usage = line.result.message.usage  # type: ignore[union-attr]
+            cents += (Decimal(usage.input_tokens) * 3 + Decimal(usage.output_tokens) * 15) / 1_000_000 * 100 / 2
+        admin = httpx.Client(base_url=proc.url, headers={"x-api-key": admin_key, "anthropic-version": "2023-06-01"})
+        today = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00Z")
+
+        def costs(**params: object) -> list[dict[str, object]]:
+            body = admin.get("/v1/organizations/cost_report", params={"starting_at": today, **params}).json()
+            return [r for bucket in body["data"] for r in bucket["results"]]
+
+        def total() -> Decimal:
+            return sum((Decimal(str(r["amount"])) for r in costs()), Decimal(0))
+
+        wait_until(lambda: abs(total() - cents) < Decimal("0.00001"), timeout=10, what="the cost report to count every call")
+        rows = costs(**{"group_by[]": ["workspace_id", "description"]})
+        assert all(r["currency"] == "USD" and r["cost_type"] == "tokens" for r in rows)
+        free = [r for r in rows if r["model"] == "free-model"]
+        assert free and all(r["amount"] == "0" and "no price configured" in str(r["description"]) for r in free)
+        batch_rows = [r for r in rows if r["model"] == "priced" and r["service_tier"] == "batch"]
+        assert {r["token_type"] for r in batch_rows} == {"uncached_input_tokens", "output_tokens"}
+        assert abs(sum((Decimal(str(r["amount"])) for r in rows), Decimal(0)) - cents) < Decimal("0.00001")
+        bad = admin.get("/v1/organizations/cost_report", params={"starting_at": today, "bucket_width": "1h"})
+        assert bad.status_code == 400 and "bucket_width" in bad.json()["error"]["message"]
     finally:
         proc.stop()

@@ -165,6 +165,21 @@ async def messages_usage_report(request: Request) -> Response:
     return json_response(usage_report.report(query, named))
 
 
+async def cost_report(request: Request) -> Response:
+    """Costs by day at the routes' prices (``price_*_per_mtok``), batch lines discounted."""
+    svc = services(request)
+    query = usage_report.parse_cost_query(request.query_params)
+    columns = ["workspace_id", "model", "service_tier"] if "workspace_id" in query.group_by else ["model", "service_tier"]
+    rows = await svc.batches.store.usage.buckets(query.start, query.page_end, query.width, columns, query.filters)
+    named = [dict(zip(["bucket", *columns, *COUNTERS], row, strict=True)) for row in rows]
+
+    def prices_of(model: str) -> object:
+        route = svc.router.route_for(model)
+        return None if route is None else route.prices
+
+    return json_response(usage_report.cost_report(query, named, prices_of, svc.settings.usage.batch_discount))
+
+
 routes = [
     Route("/v1/organizations/me", organization, methods=["GET"]),
     Route("/v1/organizations/workspaces", create_workspace, methods=["POST"]),
@@ -176,4 +191,5 @@ routes = [
     Route("/v1/organizations/api_keys/{api_key_id}", retrieve_api_key, methods=["GET"]),
     Route("/v1/organizations/api_keys/{api_key_id}", update_api_key, methods=["POST"]),
     Route("/v1/organizations/usage_report/messages", messages_usage_report, methods=["GET"]),
+    Route("/v1/organizations/cost_report", cost_report, methods=["GET"]),
 ]

@@ -1,5 +1,6 @@
-"""The Admin API's usage report (``GET /v1/organizations/usage_report/messages``): its
-query and its answer, as the Admin API reference documents them. Pure: no I/O.
+"""The Admin API's usage and cost reports (``GET /v1/organizations/usage_report/messages``,
+``GET /v1/organizations/cost_report``): their queries and answers, as the Admin API
+reference documents them. Pure: no I/O.
 
 Buckets are aligned on UTC boundaries of their width (a ``1d`` bucket starts at midnight)
 from the one that holds ``starting_at``, to ``ending_at`` (exclusive); a page holds
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from .errors import invalid_request
@@ -142,3 +145,104 @@ def _utc(micros: int) -> str:
     shown = to_rfc3339(micros)
     assert shown is not None
     return shown
+
+
+# -- the cost report ----------------------------------------------------------------------
+
+COST_GROUPS = ("workspace_id", "description")
+TOKEN_TYPES = (  # (report name, counter, price field, words)
+    ("uncached_input_tokens", "uncached_input_tokens", "input", "input tokens"),
+    ("output_tokens", "output_tokens", "output", "output tokens"),
+    ("cache_read_input_tokens", "cache_read_input_tokens", "cache_read", "cache read tokens"),
+    ("cache_creation.ephemeral_5m_input_tokens", "cache_creation_input_tokens", "cache_write", "cache write tokens"),
+)
+
+
+def parse_cost_query(params: Any) -> ReportQuery:
+    """The cost report's query: 1d buckets only, ``group_by[]`` workspace_id | description."""
+    width_name = params.get("bucket_width") or "1d"
+    if width_name != "1d":
+        raise invalid_request("bucket_width: Input should be '1d'")
+    group_by = tuple(dict.fromkeys(params.getlist("group_by[]") + params.getlist("group_by")))
+    for name in group_by:
+        if name not in COST_GROUPS:
+            raise invalid_request("group_by: Input should be 'workspace_id' or 'description'")
+    stripped = _WithoutGroups(params)
+    query = parse_query(stripped)
+    return ReportQuery(query.start, query.end, query.width, query.limit, group_by, query.filters)
+
+
+class _WithoutGroups:
+    """Query parameters with ``group_by`` left out (the cost report checks its own)."""
+
+    def __init__(self, params: Any) -> None:
+        self._params = params
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._params.get(name, default)
+
+    def getlist(self, name: str) -> list[str]:
+        return [] if name.startswith("group_by") else list(self._params.getlist(name))
+
+    def __getitem__(self, name: str) -> Any:
+        return self._params[name]
+
+
+def _cents(usd: Decimal) -> str:
+    """A decimal string in cents (the lowest unit), as the cost report writes amounts."""
+    cents = (usd * 100).quantize(Decimal("0.000001"))
+    text = format(cents.normalize(), "f")
+    return text if text not in ("-0", "") else "0"
+
+
+def cost_report(
+    query: ReportQuery, rows: list[dict[str, Any]], prices_of: Callable[[str], Any], batch_discount: float
+) -> dict[str, Any]:
+    """Costs of the usage rows (grouped by bucket, model and tier, and workspace when asked)
+    at each model's route prices; batch lines at ``batch_discount`` off."""
+    by_description = "description" in query.group_by
+    by_workspace = "workspace_id" in query.group_by
+    buckets: dict[int, dict[tuple[Any, ...], dict[str, Any]]] = {}
+    for row in rows:
+        prices = prices_of(row["model"])
+        factor = Decimal(1) - Decimal(str(batch_discount)) if row["service_tier"] == "batch" else Decimal(1)
+        workspace = row["workspace_id"] if by_workspace else None
+        for token_type, counter, price_field, words in TOKEN_TYPES:
+            tokens = int(row[counter])
+            if not tokens:
+                continue
+            price = Decimal(str(getattr(prices, price_field))) if prices is not None else Decimal(0)
+            usd = price * tokens / Decimal(1_000_000) * factor
+            if by_description:
+                described = f"{row['model']}: {words}, {row['service_tier']} tier"
+                if prices is None:
+                    described += " (no price configured: costs 0)"
+                key: tuple[Any, ...] = (workspace, described, row["model"], row["service_tier"], token_type)
+            else:
+                key = (workspace,)
+            entry = buckets.setdefault(int(row["bucket"]), {}).setdefault(key, {"usd": Decimal(0)})
+            entry["usd"] += usd
+    data = []
+    at = query.start
+    page_end = query.page_end
+    while at < page_end:
+        results = []
+        for key, entry in sorted(buckets.get(at, {}).items(), key=lambda item: tuple(str(k) for k in item[0])):
+            result = {
+                "currency": "USD",
+                "amount": _cents(entry["usd"]),
+                "workspace_id": key[0],
+                "description": None,
+                "cost_type": None,
+                "context_window": None,
+                "model": None,
+                "service_tier": None,
+                "token_type": None,
+            }
+            if by_description:
+                result.update(description=key[1], cost_type="tokens", model=key[2], service_tier=key[3], token_type=key[4])
+            results.append(result)
+        data.append({"starting_at": _utc(at), "ending_at": _utc(min(at + query.width, query.end)), "results": results})
+        at += query.width
+    has_more = page_end < query.end
+    return {"data": data, "has_more": has_more, "next_page": page_token(page_end) if has_more else None}
