@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -76,6 +77,18 @@ def gauge_lines(name: str, help_text: str, values: dict[Labels, float]) -> list[
     return lines
 
 
+def count_tokens(metrics: Metrics, workspace_id: str, model: str, tier: str, tokens: Any) -> None:
+    """Add one answer's tokens (a ``protocol.usage.Tokens``) to ``batchyard_tokens_total``."""
+    for kind, amount in (
+        ("uncached_input", tokens.uncached_input),
+        ("cache_creation", tokens.cache_creation),
+        ("cache_read", tokens.cache_read),
+        ("output", tokens.output),
+    ):
+        if amount:
+            metrics.tokens.inc(amount, workspace=workspace_id, model=model, service_tier=tier, type=kind)
+
+
 class Metrics:
     """Everything one process records."""
 
@@ -95,6 +108,10 @@ class Metrics:
         self.client_disconnects = Counter(
             "batchyard_client_disconnects_total", "Requests whose client went away before the body was read."
         )
+        self.tokens = Counter(
+            "batchyard_tokens_total",
+            "Tokens used, by workspace, model, service tier (batch/standard) and type, as this process recorded them.",
+        )
 
     def render(self) -> list[str]:
         lines: list[str] = []
@@ -107,6 +124,7 @@ class Metrics:
             self.results,
             self.stale_outcomes,
             self.client_disconnects,
+            self.tokens,
         ):
             lines += metric.render()
         return lines

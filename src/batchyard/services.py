@@ -97,9 +97,9 @@ async def open_services(
         files = Files(FileStore(db), DatabaseBlobs(db), settings)
         batch_store = BatchStore(db)
         batches = Batches(batch_store, settings, notifier, files)
-        usage = UsageRecorder(batch_store.usage)
-        limiters = make_limiters(router)
         metrics = metrics or Metrics()
+        usage = UsageRecorder(batch_store.usage, metrics)
+        limiters = make_limiters(router)
         services = Services(
             settings=settings,
             db=db,

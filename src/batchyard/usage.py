@@ -9,6 +9,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from .metrics import Metrics, count_tokens
 from .protocol.timestamps import now_us
 from .protocol.usage import Tokens
 from .store.usage import UsageKey, UsageStore, merge, minute_of
@@ -27,13 +28,16 @@ class Account:
 
 
 class UsageRecorder:
-    def __init__(self, store: UsageStore) -> None:
+    def __init__(self, store: UsageStore, metrics: Metrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics
         self._pending: list[tuple[UsageKey, Tokens]] = []
 
     def record(self, account: Account, model: str, tokens: Tokens, service_tier: str = "standard") -> None:
         key = UsageKey(minute_of(now_us()), account.workspace_id, account.key_id, model, service_tier)
         self._pending.append((key, tokens))
+        if self.metrics is not None:
+            count_tokens(self.metrics, account.workspace_id, model, service_tier, tokens)
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []

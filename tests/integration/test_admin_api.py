@@ -241,6 +241,11 @@ def test_usage_report_equals_the_usage_in_answers_and_results(tmp_path: Path, fr
         assert len(by_key) == 2 and sorted(by_key.values()) == sorted(folded(0).values())
         alpha_only = report(**{"group_by[]": "workspace_id", "workspace_ids[]": next(i for i, n in names.items() if n == "alpha")})
         assert totals(alpha_only, "workspace_id") == {("alpha",): folded(0)[("alpha",)]}
+        metrics = httpx.get(f"{proc.url}/metrics").text
+        for (workspace, model, tier), (_, output) in expected.items():
+            workspace_id = next(i for i, n in names.items() if n == workspace)
+            line = f'batchyard_tokens_total{{model="{model}",service_tier="{tier}",type="output",workspace="{workspace_id}"}}'
+            assert any(row.startswith(line) and float(row.split()[-1]) == output for row in metrics.splitlines()), line
         hourly = admin.get(
             "/v1/organizations/usage_report/messages", params={"starting_at": today, "bucket_width": "1h", "limit": 24}
         ).json()

@@ -25,7 +25,7 @@ from ..backends.router import Router
 from ..batches import Batches, ClaimBudget, Settled
 from ..config import EngineSettings
 from ..files import Files
-from ..metrics import Metrics
+from ..metrics import Metrics, count_tokens
 from ..outcomes import Report
 from ..protocol.errors import ApiError, invalid_request
 from ..protocol.jsonscan import JsonSyntaxError, loads_document
@@ -365,6 +365,9 @@ class Engine:
                 self._wake.set()
             else:
                 self.metrics.results.inc(type=decision.outcome.state.result_type)
+                if decision.outcome.usage is not None:
+                    used, tokens = decision.outcome.usage
+                    count_tokens(self.metrics, used.workspace_id, used.model, used.service_tier, tokens)
         stale = [a for a in settled.stale if a in self.inflight]
         for attempt in stale:
             self.inflight.drop(attempt)
