@@ -18,6 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from .config import RateLimits
 from .protocol.ids import BASE58_ALPHABET
 from .protocol.timestamps import now_us
 from .store.keys import KeyRecord, KeyStore
@@ -72,6 +73,9 @@ class KeyRing:
         self.require_keys = require_keys
         self._keys: dict[str, KeyRecord] | None = None  # secret hash -> key
         self._workspace_keys = False  # some key of a workspace exists (not only admin keys)
+        # Limits set through the Admin API, by workspace id (read with the keys, and again
+        # on the same notices): they win over the config file's.
+        self.limits: dict[str, dict[str, int | None]] = {}
         self._loaded_at = -math.inf
         self._loading: asyncio.Future[None] | None = None
         self._generation = 0  # bumped by forget(): a load begun before it is not trusted
@@ -83,8 +87,10 @@ class KeyRing:
             while True:
                 generation = self._generation
                 keys = {digest: record for digest, record in await self.store.all_keys()}
+                limits = await self.store.all_limits()
                 if generation == self._generation:
                     self._keys = keys
+                    self.limits = limits
                     self._workspace_keys = any(not record.admin for record in keys.values())
                     self._loaded_at = time.monotonic()
                     return
@@ -129,6 +135,19 @@ class KeyRing:
             self._touched[record.id] = now
             self._pending_touch[record.id] = now_us()
         return Caller(record.id, record.workspace_id, record.workspace_name, record.admin)
+
+    def limits_for(self, workspace_id: str, workspace_name: str, configured: RateLimits) -> tuple[int, int]:
+        """(requests per minute per key, queued batch requests) of a workspace: the Admin
+        API's value where one is set, else the config file's (its workspace table, else its
+        defaults). 0: no limit."""
+        per_minute, queued = configured.for_workspace(workspace_name)
+        own = self.limits.get(workspace_id)
+        if own:
+            if own.get("requests_per_minute") is not None:
+                per_minute = int(own["requests_per_minute"])  # type: ignore[arg-type]
+            if own.get("max_queued_requests") is not None:
+                queued = int(own["max_queued_requests"])  # type: ignore[arg-type]
+        return per_minute, queued
 
     def forget(self) -> None:
         """The key set changed: the next check reads it again."""

@@ -360,3 +360,46 @@ def test_cost_report_prices_usage_at_the_routes_prices(tmp_path: Path) -> None:
         assert bad.status_code == 400 and "bucket_width" in bad.json()["error"]["message"]
     finally:
         proc.stop()
+
+
+def test_workspace_rate_limits_set_through_the_admin_api_are_enforced(tmp_path: Path, fresh_database_url: str) -> None:
+    key = make_key("alpha", fresh_database_url, tmp_path)
+    admin_key = make_admin_key(fresh_database_url, tmp_path)
+    config = (
+        "[rate_limits]\nrequests_per_minute = 6000\nmax_queued_requests = 100\n\n"
+        "[rate_limits.workspaces.alpha]\nrequests_per_minute = 1000\n\n"
+        '[[models]]\nid = "slow"\nbackend = "simulator"\nlatency_ms = 2000\n\n[[models]]\nid = "*"\nbackend = "simulator"\n'
+    )
+    proc = ServerProcess(fresh_database_url, config_text=config, workdir=tmp_path)
+    proc.start()
+    try:
+        admin = admin_client(proc.url, admin_key)
+        alpha = next(w for w in admin.organization.workspaces.list().data if w.name == "alpha")
+        limits = admin.organization.workspaces.rate_limits
+        assert limits.list(alpha.id).data == []  # no Admin API overrides yet
+        inherited = {e.rate_limit_id: e for e in limits.list(alpha.id, include_inherited=True).data}
+        assert inherited["rl_batch"].group.type == "batch"
+        assert (inherited["rl_batch"].limits[0].value, inherited["rl_batch"].limits[0].source.type) == (100, "organization")
+        assert limits.list(alpha.id, group_type="batch").data == []
+
+        entry = limits.update("rl_all_models", workspace_id=alpha.id, limits=[{"type": "requests_per_minute", "value": 2}])  # type: ignore[list-item]
+        assert (entry.limits[0].value, entry.limits[0].source.type, entry.limits[0].org_limit) == (2, "workspace", 6000)
+        client = make_client(proc.url, api_key=key)
+        client.messages.create(**simple_params())  # type: ignore[arg-type]
+        client.messages.create(**simple_params())  # type: ignore[arg-type]
+        with pytest.raises(anthropic.RateLimitError, match="rate limit of 2 requests per minute"):
+            client.messages.create(**simple_params())  # type: ignore[arg-type]
+        limits.update("rl_all_models", workspace_id=alpha.id, limits=[{"type": "requests_per_minute", "value": None}])  # type: ignore[list-item]
+        assert works(proc.url, key)  # back to the config file's 1,000 a minute
+
+        limits.update("rl_batch", workspace_id=alpha.id, limits=[{"type": "max_queued_requests", "value": 1}])  # type: ignore[list-item]
+        with pytest.raises(anthropic.RateLimitError, match="over its limit of 1"):
+            client.messages.batches.create(
+                requests=[{"custom_id": f"q{i}", "params": simple_params(model="slow")} for i in range(2)]
+            )
+        with pytest.raises(anthropic.BadRequestError, match="only limiter"):
+            limits.update("rl_batch", workspace_id=alpha.id, limits=[{"type": "requests_per_minute", "value": 5}])  # type: ignore[list-item]
+        with pytest.raises(anthropic.NotFoundError):
+            limits.update("rl_nope", workspace_id=alpha.id, limits=[])
+    finally:
+        proc.stop()

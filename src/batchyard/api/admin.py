@@ -154,6 +154,47 @@ async def update_api_key(request: Request) -> Response:
     return json_response(wire.api_key(updated))
 
 
+def _organization_limits(request: Request) -> dict[str, int]:
+    limits = services(request).settings.rate_limits
+    return {"requests_per_minute": limits.requests_per_minute, "max_queued_requests": limits.max_queued_requests}
+
+
+async def _workspace_or_404(request: Request) -> str:
+    workspace_id = request.path_params["workspace_id"]
+    if await _store(request).workspace(workspace_id) is None:
+        raise wire.workspace_not_found(workspace_id)
+    return workspace_id
+
+
+async def list_workspace_rate_limits(request: Request) -> Response:
+    workspace_id = await _workspace_or_404(request)
+    include_inherited = wire.boolean(request.query_params.get("include_inherited"), "include_inherited")
+    own = services(request).keys.limits.get(workspace_id, {})
+    organization = _organization_limits(request)
+    group_type = request.query_params.get("group_type") or None
+    entries = []
+    for rate_limit_id, (group, limiter) in wire.RATE_LIMIT_GROUPS.items():
+        if group_type is not None and group["type"] != group_type:
+            continue
+        entry = wire.workspace_rate_limit(rate_limit_id, workspace_id, own.get(limiter), organization[limiter], include_inherited)
+        if entry is not None:
+            entries.append(entry)
+    return json_response({"data": entries, "next_page": None})
+
+
+async def update_workspace_rate_limit(request: Request) -> Response:
+    workspace_id = await _workspace_or_404(request)
+    rate_limit_id = request.path_params["rate_limit_id"]
+    limiter, value = wire.rate_limit_update(rate_limit_id, await _body(request))
+    await _store(request).set_limits(workspace_id, {limiter: value}, now_us())
+    await _reread_keys(request)
+    own = services(request).keys.limits.get(workspace_id, {})
+    entry = wire.workspace_rate_limit(
+        rate_limit_id, workspace_id, own.get(limiter), _organization_limits(request)[limiter], include_inherited=True
+    )
+    return json_response(entry)
+
+
 async def messages_usage_report(request: Request) -> Response:
     """Tokens by time bucket, grouped and filtered as asked (one read over the buckets)."""
     query = usage_report.parse_query(request.query_params)
@@ -187,6 +228,12 @@ routes = [
     Route("/v1/organizations/workspaces/{workspace_id}", retrieve_workspace, methods=["GET"]),
     Route("/v1/organizations/workspaces/{workspace_id}", update_workspace, methods=["POST"]),
     Route("/v1/organizations/workspaces/{workspace_id}/archive", archive_workspace, methods=["POST"]),
+    Route("/v1/organizations/workspaces/{workspace_id}/rate_limits", list_workspace_rate_limits, methods=["GET"]),
+    Route(
+        "/v1/organizations/workspaces/{workspace_id}/rate_limits/{rate_limit_id}",
+        update_workspace_rate_limit,
+        methods=["POST"],
+    ),
     Route("/v1/organizations/api_keys", list_api_keys, methods=["GET"]),
     Route("/v1/organizations/api_keys/{api_key_id}", retrieve_api_key, methods=["GET"]),
     Route("/v1/organizations/api_keys/{api_key_id}", update_api_key, methods=["POST"]),

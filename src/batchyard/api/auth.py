@@ -100,7 +100,7 @@ class Auth:
         state["workspace_id"] = caller.workspace_id
         state["workspace_name"] = caller.workspace_name
         state["key_id"] = caller.key_id
-        per_minute, _ = self.settings.rate_limits.for_workspace(caller.workspace_name)
+        per_minute, _ = self.ring.limits_for(caller.workspace_id, caller.workspace_name, self.settings.rate_limits)
         if self.shared is not None:
             decision = await self.shared.take(caller.key_id, per_minute)
         else:

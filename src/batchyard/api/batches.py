@@ -44,7 +44,8 @@ async def create_batch(request: Request) -> Response:
     workspace_id, version = _scope(request)
     queue_limit = None
     if "key_id" in request.scope["state"]:  # keyed callers have a cap on queued requests
-        _, queue_limit = svc.settings.rate_limits.for_workspace(request.scope["state"]["workspace_name"])
+        state = request.scope["state"]
+        _, queue_limit = svc.keys.limits_for(state["workspace_id"], state["workspace_name"], svc.settings.rate_limits)
     body = await spool_body(request, svc.settings.batches.max_bytes, svc.settings.limits.body_timeout)
     with body:
         record = await svc.batches.create(

@@ -34,7 +34,8 @@ async def create_batch(request: Request) -> Response:
     body = await read_json(request, CREATE_BODY_BYTES, svc.settings.limits.body_timeout)
     queue_limit = None
     if "key_id" in request.scope["state"]:  # keyed callers have a cap on queued requests
-        _, queue_limit = svc.settings.rate_limits.for_workspace(request.scope["state"]["workspace_name"])
+        state = request.scope["state"]
+        _, queue_limit = svc.keys.limits_for(state["workspace_id"], state["workspace_name"], svc.settings.rate_limits)
     openai = _lifecycle(request)
     record = await openai.create(
         _workspace(request), body, queue_limit=queue_limit or None, key_id=request.scope["state"].get("key_id")

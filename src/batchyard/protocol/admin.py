@@ -110,3 +110,62 @@ def boolean(raw: str | None, name: str) -> bool:
     if raw.lower() in ("false", "0"):
         return False
     raise invalid_request(f"{name}: Input should be a valid boolean")
+
+
+# -- per-workspace rate limits ------------------------------------------------------------
+
+# The limits batchyard enforces, as rate-limit groups: requests per minute (per key) for
+# every model, and the cap on requests queued in unfinished batches.
+RATE_LIMIT_GROUPS = {
+    "rl_all_models": ({"type": "model_group", "id": "rlg_all_models", "display_name": "All models"}, "requests_per_minute"),
+    "rl_batch": ({"type": "batch", "id": "rlg_batch"}, "max_queued_requests"),
+}
+
+
+def workspace_rate_limit(
+    rate_limit_id: str,
+    workspace_id: str,
+    own: int | None,
+    organization_value: int,
+    include_inherited: bool,
+) -> dict[str, Any] | None:
+    """One group's entry for a workspace: its own value (source ``workspace``), or, with
+    ``include_inherited``, the organization's (0 in the config: no limit, not listed)."""
+    group, limiter = RATE_LIMIT_GROUPS[rate_limit_id]
+    org_limit = organization_value or None
+    limits = []
+    if own is not None:
+        limits.append({"type": limiter, "value": own, "org_limit": org_limit, "source": {"type": "workspace"}})
+    elif include_inherited and org_limit is not None:
+        limits.append({"type": limiter, "value": org_limit, "org_limit": org_limit, "source": {"type": "organization"}})
+    if not limits and not include_inherited:
+        return None
+    return {
+        "type": "workspace_rate_limit",
+        "rate_limit_id": rate_limit_id,
+        "workspace_id": workspace_id,
+        "group": group,
+        "models": None,
+        "limits": limits,
+    }
+
+
+def rate_limit_update(rate_limit_id: str, body: Any) -> tuple[str, int | None]:
+    """The (limiter, value or None to clear) of an update body for one group."""
+    if rate_limit_id not in RATE_LIMIT_GROUPS:
+        raise not_found(f"Rate limit {rate_limit_id[:128]} not found.")
+    _, limiter = RATE_LIMIT_GROUPS[rate_limit_id]
+    if not isinstance(body, dict) or not isinstance(body.get("limits"), list):
+        raise invalid_request("limits: Field required")
+    value: int | None = None
+    seen = False
+    for i, item in enumerate(body["limits"]):
+        if not isinstance(item, dict) or item.get("type") != limiter:
+            raise invalid_request(f"limits.{i}.type: this group's only limiter is {limiter!r}")
+        raw = item.get("value")
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int) or raw < 0):
+            raise invalid_request(f"limits.{i}.value: Input should be an integer of 0 or more (0: no limit), or null")
+        value, seen = raw, True
+    if not seen:
+        raise invalid_request(f"limits: name the {limiter!r} limiter")
+    return limiter, value

@@ -11,10 +11,12 @@ from sqlalchemy.exc import IntegrityError
 
 from .database import Database
 from .notify import CHANNEL
-from .schema import api_keys, workspaces
+from .schema import api_keys, workspace_limits, workspaces
 
 K = api_keys
 W = workspaces
+L = workspace_limits
+LIMIT_NAMES = ("requests_per_minute", "max_queued_requests")
 
 
 @dataclass(slots=True)
@@ -270,3 +272,20 @@ class KeyStore:
             if result.rowcount:
                 await self._changed(conn, f"key-disabled:{workspace_id}")
         return await self.workspace(workspace_id)
+
+    async def all_limits(self) -> dict[str, dict[str, int | None]]:
+        """Every workspace's Admin API limits: {workspace id: {limit name: value or None}}."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(select(L.c.workspace_id, *[L.c[n] for n in LIMIT_NAMES]))).all()
+        return {row[0]: dict(zip(LIMIT_NAMES, row[1:], strict=True)) for row in rows}
+
+    async def set_limits(self, workspace_id: str, values: dict[str, int | None], now: int) -> None:
+        """Set (a number) or clear (None) some of a workspace's limits; every process reads
+        them again when this commits (PostgreSQL: a notice)."""
+        async with self.db.write() as conn:
+            found = (await conn.execute(select(L.c.workspace_id).where(L.c.workspace_id == workspace_id))).first()
+            if found is None:
+                await conn.execute(insert(L).values(workspace_id=workspace_id, updated_at=now, **values))
+            else:
+                await conn.execute(update(L).where(L.c.workspace_id == workspace_id).values(updated_at=now, **values))
+            await self._changed(conn, f"keys-changed:limits:{workspace_id}")

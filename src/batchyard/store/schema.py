@@ -221,3 +221,15 @@ usage_minutes = Table(
     Column("output_tokens", BigInteger, nullable=False),
     PrimaryKeyConstraint("minute", "workspace_id", "key_id", "model", "service_tier", name="pk_usage_minutes"),
 )
+
+
+# Per-workspace limits set through the Admin API (``client.organization.workspaces.rate_limits``);
+# a value here wins over the config file's for that workspace, NULL falls back to it.
+workspace_limits = Table(
+    "workspace_limits",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("requests_per_minute", Integer),
+    Column("max_queued_requests", Integer),
+    Column("updated_at", BigInteger, nullable=False),
+)

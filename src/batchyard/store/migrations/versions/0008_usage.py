@@ -1,5 +1,5 @@
 """Usage accounting: minute buckets of tokens by workspace, key, model and tier; which key
-created a batch.
+created a batch; per-workspace rate limits set through the Admin API.
 
 Revision ID: 0008
 Revises: 0007
@@ -31,9 +31,17 @@ def upgrade() -> None:
         sa.Column("output_tokens", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("minute", "workspace_id", "key_id", "model", "service_tier", name="pk_usage_minutes"),
     )
+    op.create_table(
+        "workspace_limits",
+        sa.Column("workspace_id", sa.String(64), primary_key=True),
+        sa.Column("requests_per_minute", sa.Integer),
+        sa.Column("max_queued_requests", sa.Integer),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("workspace_limits")
     op.drop_table("usage_minutes")
     with op.batch_alter_table("batches") as table:
         table.drop_column("key_id")
