@@ -10,14 +10,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import openai
 import orjson
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from support.helpers import make_client, simple_params, wait_for_end
+from support.helpers import make_client, simple_params, wait_for_end, wait_until
 from support.server import ROOT, ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -203,6 +205,33 @@ def test_an_openai_batch_beside_message_batches(server: ServerProcess, watched: 
     errors = [orjson.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
     assert [line["custom_id"] for line in errors] == ["o40", "o41"]
     assert errors[0]["response"]["status_code"] == 400  # not the batch's endpoint
+
+
+def test_usage_page_shows_tokens_by_day_and_model(server: ServerProcess, watched: Watched) -> None:
+    client = make_client(server.url)
+    output = {"standard": 0, "batch": 0}
+    for i in range(3):
+        output["standard"] += client.messages.create(**simple_params(f"usage {i}", model="usage-model")).usage.output_tokens  # type: ignore[arg-type]
+    batch = client.messages.batches.create(
+        requests=[{"custom_id": f"u{i}", "params": simple_params(f"line {i}", model="usage-model")} for i in range(4)]
+    )
+    wait_for_end(client, batch.id)
+    output["batch"] = sum(r.result.message.usage.output_tokens for r in client.messages.batches.results(batch.id))  # type: ignore[union-attr]
+
+    def shown() -> dict[str, int]:
+        rows = httpx.get(f"{server.url}/console/api/usage", headers={"x-api-key": "console"}).json()["by_model"]
+        return {r["service_tier"]: r["output_tokens"] for r in rows if r["model"] == "usage-model"}
+
+    wait_until(lambda: shown() == output, timeout=10, what="the usage to be recorded")
+    page = watched.page
+    page.goto(f"{server.url}/console/#/usage")
+    expect(page.locator("#usage-chart .day")).to_have_count(14)
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    expect(page.locator(f'#usage-chart .day[data-day="{today}"]')).to_have_count(1)  # the last bar is today's
+    for tier, tokens in output.items():
+        row = page.locator(f'#usage-table tr[data-model="usage-model"][data-tier="{tier}"]')
+        expect(row.locator('[data-field="output"]')).to_have_text(f"{tokens:,}")
+    shot(page, "console-usage.png")
 
 
 def test_models_page_and_narrow_screen(server: ServerProcess, browser: Browser) -> None:

@@ -22,7 +22,7 @@ from ..api.responses import json_response
 from ..api.state import services
 from ..protocol import openai_batches as openai_wire
 from ..protocol.errors import invalid_request
-from ..protocol.timestamps import to_rfc3339
+from ..protocol.timestamps import now_us, to_rfc3339
 from ..store.batches import BatchRecord
 
 STATIC = Path(__file__).parent / "static"
@@ -226,11 +226,46 @@ async def lines(request: Request) -> Response:
     return json_response({"data": data, "next_after": found[-1][0] if len(found) == limit else None})
 
 
+async def usage(request: Request) -> Response:
+    """The caller's workspace's tokens per UTC day for the last ``days`` days, batch and
+    standard, and by model and tier (the console's usage page; the Admin API's reports
+    cover every workspace)."""
+    svc = services(request)
+    days = _int(request.query_params.get("days"), "days", 14, 1, 90)
+    state = request.scope["state"]
+    day_us = 86_400_000_000
+    now = now_us()
+    today = now - now % day_us
+    start, end = today - (days - 1) * day_us, today + day_us
+    rows = await svc.batches.store.usage.buckets(
+        start, end, day_us, ["model", "service_tier"], {"workspace_id": [state["workspace_id"]]}
+    )
+    per_day = {start + i * day_us: {"batch": 0, "standard": 0} for i in range(days)}
+    by_model: dict[tuple[str, str], dict[str, Any]] = {}
+    for bucket, model, tier, requests, uncached, cache_write, cache_read, output in rows:
+        tokens = int(uncached) + int(cache_write) + int(cache_read) + int(output)
+        per_day[int(bucket)]["batch" if tier == "batch" else "standard"] += tokens
+        entry = by_model.setdefault(
+            (model, tier), {"model": model, "service_tier": tier, "input_tokens": 0, "output_tokens": 0, "requests": 0}
+        )
+        entry["input_tokens"] += int(uncached) + int(cache_write) + int(cache_read)
+        entry["output_tokens"] += int(output)
+        entry["requests"] += int(requests)
+    return json_response(
+        {
+            "workspace": state.get("workspace_name"),
+            "days": [{"date": (to_rfc3339(day) or "")[:10], **counts} for day, counts in sorted(per_day.items())],
+            "by_model": sorted(by_model.values(), key=lambda e: (e["model"], e["service_tier"])),
+        }
+    )
+
+
 routes = [
     Route("/console", to_index, methods=["GET"]),
     Route("/console/", index, methods=["GET"]),
     Route("/console/api/info", info, methods=["GET"]),
     Route("/console/api/batches", list_batches, methods=["GET"]),
+    Route("/console/api/usage", usage, methods=["GET"]),
     Route("/console/api/batches/{batch_id}/progress", progress, methods=["GET"]),
     Route("/console/api/batches/{batch_id}/lines", lines, methods=["GET"]),
     Mount("/console/static", app=ranges_checked(StaticFiles(directory=STATIC)), name="console-static"),

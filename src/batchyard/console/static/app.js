@@ -328,6 +328,40 @@ async function download(file) {
   }
 }
 
+// -- usage -------------------------------------------------------------------------------
+
+// Tokens per day of this key's workspace: a bar per day, batch and standard stacked, and a
+// table by model and tier.
+async function renderUsage() {
+  const usage = await api("/console/api/usage?days=14");
+  const most = Math.max(1, ...usage.days.map((d) => d.batch + d.standard));
+  const bars = usage.days.map((day) =>
+    el("div", { class: "day", "data-day": day.date, title: `${day.date}: ${number(day.standard)} standard, ${number(day.batch)} batch` },
+      el("div", { class: "stack" },
+        el("span", { class: "standard", style: `height:${(100 * day.standard) / most}%` }),
+        el("span", { class: "batch", style: `height:${(100 * day.batch) / most}%` })),
+      el("div", { class: "label", text: day.date.slice(5) })));
+  const rows = usage.by_model.map((row) =>
+    el("tr", { "data-model": row.model, "data-tier": row.service_tier },
+      el("td", { class: "mono", text: row.model }),
+      el("td", { text: row.service_tier }),
+      el("td", { class: "num", "data-field": "input", text: number(row.input_tokens) }),
+      el("td", { class: "num", "data-field": "output", text: number(row.output_tokens) }),
+      el("td", { class: "num", text: number(row.requests) })));
+  view.replaceChildren(
+    el("h1", { text: `Usage of ${usage.workspace}` }),
+    el("p", { class: "muted", text: "Tokens per day (UTC), last 14 days: standard (interactive) and batch." }),
+    el("div", { class: "chart", id: "usage-chart", role: "img", "aria-label": "tokens per day" }, bars),
+    el("div", { class: "legend" }, el("span", { class: "chip standard", text: "standard" }), " ", el("span", { class: "chip batch", text: "batch" })),
+    usage.by_model.length === 0
+      ? el("p", { class: "empty", text: "No usage recorded in these days." })
+      : el("div", { class: "table-wrap" }, el("table", { id: "usage-table" },
+          el("thead", {}, el("tr", {}, el("th", { text: "Model" }), el("th", { text: "Tier" }), el("th", { text: "Input tokens" }),
+            el("th", { text: "Output tokens" }), el("th", { text: "Requests" }))),
+          el("tbody", {}, rows))));
+  schedule(route, 10000);
+}
+
 // -- models -------------------------------------------------------------------------------
 
 async function renderModels() {
@@ -395,6 +429,7 @@ async function route() {
     const match = path.match(/^\/batches\/([A-Za-z0-9_]+)$/);
     if (match) await renderDetail(match[1], params);
     else if (path === "/models") await renderModels();
+    else if (path === "/usage") await renderUsage();
     else await renderList(params);
     clearError();
   } catch (error) {
