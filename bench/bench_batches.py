@@ -9,6 +9,7 @@ download of the results file (MB/s).
     .venv/bin/python bench/bench_batches.py --database pg --requests 100000 --param-bytes 1000
     .venv/bin/python bench/bench_batches.py --database pg --workers 2 --requests 50000
     .venv/bin/python bench/bench_batches.py --latency-ms 200 --max-concurrency 256 --concurrency 512 --requests 10000
+    .venv/bin/python bench/bench_batches.py --src /tmp/old/src --requests 30000   # another checkout's code
 
 ``--database pg`` makes a temporary database on the local PostgreSQL (BATCHYARD_TEST_POSTGRES)
 and drops it after. ``--workers N`` runs ``serve --no-engine`` plus N ``batchyard worker``
@@ -72,9 +73,11 @@ max_concurrency = {args.max_concurrency}
         temporary = args.database == "pg"
         database = create_postgres_database() if temporary else (args.database or f"sqlite:///{workdir / 'bench.db'}")
         extra = ["--no-engine"] if args.workers else []
-        server = ServerProcess(database, config_text=config, workdir=workdir, extra_args=extra)
+        env = {"PYTHONPATH": args.src} if args.src else {}
+        server = ServerProcess(database, config_text=config, workdir=workdir, extra_args=extra, env=env)
         workers = [
-            ServerProcess(database, config_text=config, workdir=workdir, command="worker") for _ in range(args.workers)
+            ServerProcess(database, config_text=config, workdir=workdir, command="worker", env=env)
+            for _ in range(args.workers)
         ]
         server.start()
         for worker in workers:
@@ -142,6 +145,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=512, help="engine concurrency (the server default)")
     parser.add_argument("--max-concurrency", type=int, default=256)
     parser.add_argument("--workers", type=int, default=0, help="separate worker processes (0: engine in serve)")
+    parser.add_argument("--src", default=None, help="run the server from this source tree (PYTHONPATH): before/after")
     args = parser.parse_args()
     print(f"# cpus={os.cpu_count()} database={args.database or 'sqlite'} latency_ms={args.latency_ms}", flush=True)
     for row in run(args):

@@ -31,7 +31,7 @@ from ..protocol.errors import ApiError, invalid_request
 from ..protocol.jsonscan import JsonSyntaxError, loads_document
 from ..protocol.messages import MessageCreateRequest, ValidatedRequest, validate_message_request
 from ..protocol.openai_batches import LineCall, prepare_line
-from ..protocol.usage import tokens_of
+from ..protocol.usage import Tokens, tokens_of
 from ..store.batches import Attempt, ClaimedRequest
 from ..store.database import is_database_outage
 from ..store.notify import Notifier
@@ -356,6 +356,7 @@ class Engine:
         """The writer wrote a round: those attempts are done; stale ones were not ours."""
         loop = asyncio.get_running_loop()
         routes = {r.request.attempt: r.route_id for r in reports}
+        tokens: dict[tuple[str, str, str], Tokens] = {}  # summed per round, counted once per kind
         for decision in settled.written:
             self.inflight.drop(decision.outcome.attempt)
             if decision.retry:
@@ -366,8 +367,11 @@ class Engine:
             else:
                 self.metrics.results.inc(type=decision.outcome.state.result_type)
                 if decision.outcome.usage is not None:
-                    used, tokens = decision.outcome.usage
-                    count_tokens(self.metrics, used.workspace_id, used.model, used.service_tier, tokens)
+                    used, spent = decision.outcome.usage
+                    group = (used.workspace_id, used.model, used.service_tier)
+                    tokens[group] = tokens[group] + spent if group in tokens else spent
+        for (workspace_id, model, tier), spent in tokens.items():
+            count_tokens(self.metrics, workspace_id, model, tier, spent)
         stale = [a for a in settled.stale if a in self.inflight]
         for attempt in stale:
             self.inflight.drop(attempt)

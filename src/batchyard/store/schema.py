@@ -202,14 +202,16 @@ file_chunks = Table(
 )
 
 
-# Tokens used, in minute buckets: one row per minute, workspace, API key ("" for none),
-# model and service tier ("batch" for batch lines, "standard" for interactive calls). Batch
-# lines add to it in the transaction that writes their result, so it is never lost or
-# doubled; interactive calls within a second of answering.
-usage_minutes = Table(
-    "usage_minutes",
+# Tokens used, in buckets of a minute, an hour and a UTC day (each use is added to all three,
+# so a report reads the width it asks for, not 60 or 1,440 times as many rows): one row per
+# bucket, workspace, API key ("" for none), model and service tier ("batch" for batch lines,
+# "standard" for interactive calls). Batch lines add to it in the transaction that writes
+# their result, so it is never lost or doubled; interactive calls within a second.
+usage_buckets = Table(
+    "usage_buckets",
     metadata,
-    Column("minute", BigInteger, nullable=False),  # microseconds at the minute's start
+    Column("width", BigInteger, nullable=False),  # microseconds: a minute, an hour or a day
+    Column("start", BigInteger, nullable=False),  # microseconds at the bucket's start
     Column("workspace_id", String(64), nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("model", String(256), nullable=False),
@@ -219,7 +221,8 @@ usage_minutes = Table(
     Column("cache_creation_input_tokens", BigInteger, nullable=False),
     Column("cache_read_input_tokens", BigInteger, nullable=False),
     Column("output_tokens", BigInteger, nullable=False),
-    PrimaryKeyConstraint("minute", "workspace_id", "key_id", "model", "service_tier", name="pk_usage_minutes"),
+    PrimaryKeyConstraint("width", "start", "workspace_id", "key_id", "model", "service_tier", name="pk_usage_buckets"),
+    sqlite_with_rowid=False,
 )
 
 

@@ -1,5 +1,7 @@
-"""Every SQL statement about usage: adding to the minute buckets (inside a caller's
-transaction, or in one of its own) and reading them back grouped for the usage report."""
+"""Every SQL statement about usage: adding to the buckets (inside a caller's transaction, or
+in one of its own) and reading them back grouped for the usage and cost reports. Each use
+goes into its minute, its hour and its UTC day, so a report over a month of hours reads
+hour rows, not minute rows."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..protocol.usage import Tokens
 from .database import Database
-from .schema import usage_minutes
+from .schema import usage_buckets
 
-U = usage_minutes
+U = usage_buckets
 MINUTE_US = 60_000_000
-KEY_COLUMNS = ("minute", "workspace_id", "key_id", "model", "service_tier")
+WIDTHS = (MINUTE_US, 60 * MINUTE_US, 1440 * MINUTE_US)  # the bucket widths stored
+KEY_COLUMNS = ("width", "start", "workspace_id", "key_id", "model", "service_tier")
 COUNTERS = ("requests", "uncached_input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 GROUPS = ("workspace_id", "key_id", "model", "service_tier")
 
@@ -62,20 +65,19 @@ class UsageStore:
         writers adding to the same buckets lock them in the same order (no deadlock)."""
         if not merged:
             return
+        totals: dict[tuple[Any, ...], list[int]] = {}
+        for key, (count, tokens) in merged.items():
+            for width in WIDTHS:
+                bucket = (width, key.minute - key.minute % width, key.workspace_id, key.key_id, key.model, key.service_tier)
+                entry = totals.setdefault(bucket, [0, 0, 0, 0, 0])
+                entry[0] += count
+                entry[1] += tokens.uncached_input
+                entry[2] += tokens.cache_creation
+                entry[3] += tokens.cache_read
+                entry[4] += tokens.output
         rows = [
-            {
-                "minute": key.minute,
-                "workspace_id": key.workspace_id,
-                "key_id": key.key_id,
-                "model": key.model,
-                "service_tier": key.service_tier,
-                "requests": count,
-                "uncached_input_tokens": tokens.uncached_input,
-                "cache_creation_input_tokens": tokens.cache_creation,
-                "cache_read_input_tokens": tokens.cache_read,
-                "output_tokens": tokens.output,
-            }
-            for key, (count, tokens) in sorted(merged.items(), key=lambda item: tuple(getattr(item[0], k) for k in KEY_COLUMNS))
+            {**dict(zip(KEY_COLUMNS, bucket, strict=True)), **dict(zip(COUNTERS, counts, strict=True))}
+            for bucket, counts in sorted(totals.items())
         ]
         await conn.execute(self._upsert(), rows)
 
@@ -93,11 +95,16 @@ class UsageStore:
         filters: Mapping[str, Sequence[str]],
     ) -> list[tuple[Any, ...]]:
         """(bucket start, *groups, *counters) rows for [start, end), buckets ``width``
-        microseconds wide aligned on ``start``, in bucket order."""
-        bucket = (U.c.minute - (U.c.minute - literal(start)) % literal(width)).label("bucket")
+        microseconds wide aligned on ``start``, in bucket order: read from the widest stored
+        buckets that fit in ``width`` and its alignment."""
+        stored = max(w for w in WIDTHS if width % w == 0 and start % w == 0)
+        if stored == width:
+            bucket = U.c.start.label("bucket")
+        else:
+            bucket = (U.c.start - (U.c.start - literal(start)) % literal(width)).label("bucket")
         groups = [U.c[name] for name in group_by]
         sums = [func.sum(U.c[name]).label(name) for name in COUNTERS]
-        query = select(bucket, *groups, *sums).where(U.c.minute >= start, U.c.minute < end)
+        query = select(bucket, *groups, *sums).where(U.c.width == stored, U.c.start >= start, U.c.start < end)
         for name, values in filters.items():
             if values:
                 query = query.where(U.c[name].in_(list(values)))

@@ -1,4 +1,4 @@
-"""Usage accounting: minute buckets of tokens by workspace, key, model and tier; which key
+"""Usage accounting: minute, hour and day buckets of tokens by workspace, key, model and tier; which key
 created a batch; per-workspace rate limits set through the Admin API.
 
 Revision ID: 0008
@@ -18,8 +18,9 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("batches", sa.Column("key_id", sa.String(64)))
     op.create_table(
-        "usage_minutes",
-        sa.Column("minute", sa.BigInteger, nullable=False),
+        "usage_buckets",
+        sa.Column("width", sa.BigInteger, nullable=False),
+        sa.Column("start", sa.BigInteger, nullable=False),
         sa.Column("workspace_id", sa.String(64), nullable=False),
         sa.Column("key_id", sa.String(64), nullable=False),
         sa.Column("model", sa.String(256), nullable=False),
@@ -29,7 +30,10 @@ def upgrade() -> None:
         sa.Column("cache_creation_input_tokens", sa.BigInteger, nullable=False),
         sa.Column("cache_read_input_tokens", sa.BigInteger, nullable=False),
         sa.Column("output_tokens", sa.BigInteger, nullable=False),
-        sa.PrimaryKeyConstraint("minute", "workspace_id", "key_id", "model", "service_tier", name="pk_usage_minutes"),
+        sa.PrimaryKeyConstraint(
+            "width", "start", "workspace_id", "key_id", "model", "service_tier", name="pk_usage_buckets"
+        ),
+        sqlite_with_rowid=False,  # rows stored in key order: a report's time range is one sequential read
     )
     op.create_table(
         "workspace_limits",
@@ -42,6 +46,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("workspace_limits")
-    op.drop_table("usage_minutes")
+    op.drop_table("usage_buckets")
     with op.batch_alter_table("batches") as table:
         table.drop_column("key_id")
