@@ -5,6 +5,7 @@ who may call what."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from batchyard.api import admin as admin_routes
 from support.databases import create_postgres_database, drop_postgres_database
 from support.helpers import make_client, make_key, simple_params, wait_for_end, wait_until
 from support.server import ServerProcess
@@ -119,6 +121,17 @@ def test_each_key_opens_its_own_api_only(tmp_path: Path, fresh_database_url: str
         with pytest.raises(anthropic.AuthenticationError):
             make_client(proc.url, api_key=admin_key).messages.batches.list()
         assert works(proc.url, workspace_key)
+        # An ordinary key at every admin route, whatever the method: the same refusal.
+        for route in admin_routes.routes:
+            path = re.sub(r"\{[a-z_]+\}", "x", route.path)
+            for method in sorted(route.methods or ()):
+                if method == "HEAD":
+                    continue
+                answer = httpx.request(
+                    method, f"{proc.url}{path}", headers={"x-api-key": workspace_key, "anthropic-version": "2023-06-01"}
+                )
+                assert answer.status_code == 401, (method, path, answer.status_code)
+                assert answer.json()["error"] == {"type": "authentication_error", "message": "invalid x-api-key"}
         headers = {"x-api-key": admin_key, "anthropic-version": "2023-06-01"}
         for path in ("/v1/organizations/users", "/v1/organizations/invites", "/v1/organizations/spend_limits"):
             answer = httpx.get(f"{proc.url}{path}", headers=headers)
