@@ -100,7 +100,8 @@ class OutcomePolicy:
             assert report.message is not None
             decision = _ends(request, RequestState.SUCCEEDED, wire.succeeded_result(report.message))
             if report.tokens is not None:  # counted once, with the result (batch lines: the batch tier)
-                key = UsageKey(minute_of(now), request.workspace_id, request.key_id or "", request.model or "", "batch")
+                model = (request.model or "")[:256]  # (the usage table's width; validated names fit)
+                key = UsageKey(minute_of(now), request.workspace_id, request.key_id or "", model, "batch")
                 decision.outcome.usage = (key, report.tokens)
             return decision
         if report.kind == "canceled":

@@ -38,6 +38,7 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 MAX_CUSTOM_ID = 512
 MAX_REPORTED_ERRORS = 100
+MAX_MODEL = 256  # as the Messages API allows
 OUTPUT_TTL_RANGE = (3600, 2_592_000)
 
 # What a result stored by the engine starts with when it succeeded (``batches.succeeded_result``).
@@ -280,6 +281,8 @@ def prepare_line(params: bytes, endpoint: str, models: ModelResolver, loads: Cal
     model = body.get("model")
     if not isinstance(model, str):
         raise missing("model") if model is None else bad_param("model", "Invalid type for 'model': expected a string.")
+    if not model or len(model) > MAX_MODEL or "\x00" in model:
+        raise bad_param("model", f"Invalid 'model': expected a name of 1 to {MAX_MODEL} characters.")
     if endpoint == "/v1/messages":
         return LineCall(model, validate_message_request(body, V2023_06_01, models, in_batch=True))
     if endpoint == "/v1/chat/completions":
