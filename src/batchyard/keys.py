@@ -104,11 +104,16 @@ class KeyRing:
         await asyncio.shield(self._loading)
 
     async def _current(self) -> dict[str, KeyRecord]:
-        if self._keys is None or time.monotonic() - self._loaded_at >= CACHE_SECONDS:
-            if self._keys is None:
+        if self._keys is None or self._loaded_at == -math.inf:
+            # First use, or the keys changed (forget): no answer from the old set.
+            try:
                 await self.refresh()
-            elif self._loading is None:
-                self._loading = asyncio.ensure_future(self._load())  # in the background
+            except Exception:
+                if self._keys is None:
+                    raise
+                log.warning("could not read the keys again; the last set read is used meanwhile")
+        elif time.monotonic() - self._loaded_at >= CACHE_SECONDS and self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())  # the periodic re-read, in the background
         assert self._keys is not None
         return self._keys
 

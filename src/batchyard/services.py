@@ -98,7 +98,7 @@ async def open_services(
         batch_store = BatchStore(db)
         batches = Batches(batch_store, settings, notifier, files)
         metrics = metrics or Metrics()
-        usage = UsageRecorder(batch_store.usage, metrics)
+        usage = UsageRecorder(batch_store.usage, metrics, router.metric_model)
         limiters = make_limiters(router)
         services = Services(
             settings=settings,

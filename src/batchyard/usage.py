@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .metrics import Metrics, count_tokens
@@ -28,16 +29,19 @@ class Account:
 
 
 class UsageRecorder:
-    def __init__(self, store: UsageStore, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, store: UsageStore, metrics: Metrics | None = None, label_of: Callable[[str], str] = lambda m: m
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.label_of = label_of  # a model's name in metric labels
         self._pending: list[tuple[UsageKey, Tokens]] = []
 
     def record(self, account: Account, model: str, tokens: Tokens, service_tier: str = "standard") -> None:
         key = UsageKey(minute_of(now_us()), account.workspace_id, account.key_id, model, service_tier)
         self._pending.append((key, tokens))
         if self.metrics is not None:
-            count_tokens(self.metrics, account.workspace_id, model, service_tier, tokens)
+            count_tokens(self.metrics, account.workspace_id, self.label_of(model), service_tier, tokens)
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []

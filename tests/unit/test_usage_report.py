@@ -95,3 +95,13 @@ def test_tokens_of_each_answer_shape() -> None:
     assert tokens_of(chat) == Tokens(4, 0, 6, 4)
     assert tokens_of({"usage": {"prompt_tokens": 7, "total_tokens": 7}}) == Tokens(7, 0, 0, 0)  # embeddings
     assert tokens_of({"no": "usage"}) == Tokens()
+
+
+def test_bounds_and_whole_buckets() -> None:
+    with pytest.raises(ApiError, match="between 1970 and 9000"):
+        query("starting_at=9999-12-31T00:00:00Z")
+    q = query("starting_at=2026-12-01T00:00:00Z&ending_at=2026-12-01T05:30:00Z&bucket_width=1h")
+    assert q.end - q.start == 6 * HOUR  # the last, partial hour is a whole bucket
+    with pytest.raises(ApiError, match="models"):
+        query("starting_at=2026-12-01T00:00:00Z&models[]=a%00b")
+    assert tokens_of({"usage": {"input_tokens": 10**30}}).uncached_input == 1 << 40  # clamped

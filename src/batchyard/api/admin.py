@@ -24,6 +24,26 @@ from .state import services
 BODY_BYTES = 64 * 1024
 
 
+def _workspace_param(request: Request) -> str:
+    found = wire.plain_id(request.path_params["workspace_id"], "workspace_id", in_path=True, missing=wire.workspace_not_found)
+    assert found is not None
+    return found
+
+
+def _key_param(request: Request) -> str:
+    found = wire.plain_id(request.path_params["api_key_id"], "api_key_id", in_path=True, missing=wire.api_key_not_found)
+    assert found is not None
+    return found
+
+
+def _cursors(request: Request) -> tuple[str | None, str | None]:
+    query = request.query_params
+    return (
+        wire.plain_id(query.get("after_id"), "after_id", in_path=False),
+        wire.plain_id(query.get("before_id"), "before_id", in_path=False),
+    )
+
+
 def _store(request: Request) -> KeyStore:
     return services(request).keys.store
 
@@ -67,13 +87,14 @@ async def create_workspace(request: Request) -> Response:
 
 async def list_workspaces(request: Request) -> Response:
     query = request.query_params
-    ids = query.getlist("ids[]") + query.getlist("ids")
+    ids = [i for i in (wire.plain_id(v, "ids", in_path=False) for v in query.getlist("ids[]") + query.getlist("ids")) if i]
     if len(ids) > 100:
         raise invalid_request("ids: at most 100 ids")
+    after_id, before_id = _cursors(request)
     records, has_more = await _store(request).page_workspaces(
         parse_limit(query.get("limit")),
-        query.get("after_id") or None,
-        query.get("before_id") or None,
+        after_id,
+        before_id,
         include_archived=wire.boolean(query.get("include_archived"), "include_archived"),
         ids=ids or None,
     )
@@ -81,7 +102,7 @@ async def list_workspaces(request: Request) -> Response:
 
 
 async def retrieve_workspace(request: Request) -> Response:
-    workspace_id = request.path_params["workspace_id"]
+    workspace_id = _workspace_param(request)
     record = await _store(request).workspace(workspace_id)
     if record is None:
         raise wire.workspace_not_found(workspace_id)
@@ -89,7 +110,7 @@ async def retrieve_workspace(request: Request) -> Response:
 
 
 async def update_workspace(request: Request) -> Response:
-    workspace_id = request.path_params["workspace_id"]
+    workspace_id = _workspace_param(request)
     body = await _body(request)
     store = _store(request)
     record = await store.workspace(workspace_id)
@@ -103,11 +124,12 @@ async def update_workspace(request: Request) -> Response:
             record = await store.rename_workspace(workspace_id, name) or record
         except WorkspaceNameTaken:
             raise _taken(name) from None
+        await _reread_keys(request)  # keys carry their workspace's name (config limits go by it)
     return json_response(wire.workspace(record))
 
 
 async def archive_workspace(request: Request) -> Response:
-    workspace_id = request.path_params["workspace_id"]
+    workspace_id = _workspace_param(request)
     record = await _store(request).archive_workspace(workspace_id, now_us())
     if record is None:
         raise wire.workspace_not_found(workspace_id)
@@ -120,18 +142,19 @@ async def list_api_keys(request: Request) -> Response:
     status = query.get("status") or None
     if status is not None and status not in (*wire.KEY_STATUSES, "expired"):
         raise invalid_request("status: Input should be 'active', 'inactive', 'archived' or 'expired'")
+    after_id, before_id = _cursors(request)
     records, has_more = await _store(request).page_keys(
         parse_limit(query.get("limit")),
-        query.get("after_id") or None,
-        query.get("before_id") or None,
-        workspace_id=query.get("workspace_id") or None,
+        after_id,
+        before_id,
+        workspace_id=wire.plain_id(query.get("workspace_id"), "workspace_id", in_path=False),
         status=status,
     )
     return json_response(wire.page([wire.api_key(r) for r in records], has_more))
 
 
 async def retrieve_api_key(request: Request) -> Response:
-    key_id = request.path_params["api_key_id"]
+    key_id = _key_param(request)
     record = await _store(request).key(key_id)
     if record is None:
         raise wire.api_key_not_found(key_id)
@@ -139,7 +162,7 @@ async def retrieve_api_key(request: Request) -> Response:
 
 
 async def update_api_key(request: Request) -> Response:
-    key_id = request.path_params["api_key_id"]
+    key_id = _key_param(request)
     name, status = wire.key_update(await _body(request))
     store = _store(request)
     record = await store.key(key_id)
@@ -154,13 +177,17 @@ async def update_api_key(request: Request) -> Response:
     return json_response(wire.api_key(updated))
 
 
+def _listed(request: Request) -> tuple[str, ...]:
+    return tuple(m["id"] for m in services(request).router.listed_models())
+
+
 def _organization_limits(request: Request) -> dict[str, int]:
     limits = services(request).settings.rate_limits
     return {"requests_per_minute": limits.requests_per_minute, "max_queued_requests": limits.max_queued_requests}
 
 
 async def _workspace_or_404(request: Request) -> str:
-    workspace_id = request.path_params["workspace_id"]
+    workspace_id = _workspace_param(request)
     if await _store(request).workspace(workspace_id) is None:
         raise wire.workspace_not_found(workspace_id)
     return workspace_id
@@ -176,7 +203,9 @@ async def list_workspace_rate_limits(request: Request) -> Response:
     for rate_limit_id, (group, limiter) in wire.RATE_LIMIT_GROUPS.items():
         if group_type is not None and group["type"] != group_type:
             continue
-        entry = wire.workspace_rate_limit(rate_limit_id, workspace_id, own.get(limiter), organization[limiter], include_inherited)
+        entry = wire.workspace_rate_limit(
+            rate_limit_id, workspace_id, own.get(limiter), organization[limiter], include_inherited, _listed(request)
+        )
         if entry is not None:
             entries.append(entry)
     return json_response({"data": entries, "next_page": None})
@@ -190,7 +219,7 @@ async def update_workspace_rate_limit(request: Request) -> Response:
     await _reread_keys(request)
     own = services(request).keys.limits.get(workspace_id, {})
     entry = wire.workspace_rate_limit(
-        rate_limit_id, workspace_id, own.get(limiter), _organization_limits(request)[limiter], include_inherited=True
+        rate_limit_id, workspace_id, own.get(limiter), _organization_limits(request)[limiter], True, _listed(request)
     )
     return json_response(entry)
 

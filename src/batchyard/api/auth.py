@@ -8,6 +8,7 @@ accepted and everything belongs to the ``default`` workspace. Once a key exists,
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -80,7 +81,7 @@ class Auth:
                 )
             raise ApiError("authentication_error", "x-api-key header is required")
         if self.ring is None or not await self.ring.keys_required():
-            if is_admin_path(scope["path"]) and (self.ring is None or await self.ring.check(key) is None):
+            if is_admin_path(scope["path"]) and (self.ring is None or not _is_admin(await self.ring.check(key))):
                 # Open mode opens the API, never the Admin API: that takes an admin key.
                 raise ApiError("authentication_error", "invalid x-api-key", code="invalid_api_key")
             self._check_open_mode_origin(headers)
@@ -120,6 +121,10 @@ class Auth:
 
 
 ADMIN_PREFIX = "/v1/organizations"
+
+
+def _is_admin(caller: Any) -> bool:
+    return caller is not None and caller.admin
 
 
 def is_admin_path(path: str) -> bool:

@@ -21,6 +21,7 @@ class Router(ModelResolver):
         self._started: list[Backend] = []
         self._limits: dict[str, int | None] = {}
         self._route_of: dict[str, Route | None] = {}
+        self._listed: set[str] | None = None  # the names GET /v1/models shows
 
     @property
     def routes(self) -> list[Route]:
@@ -36,6 +37,19 @@ class Router(ModelResolver):
             self._route_of.clear()
         found = self._route_of[model] = route_for(self._routes, model)
         return found
+
+    def metric_model(self, model: str) -> str:
+        """The name a model goes by in metric labels: its own when a route names it or lists
+        it, else its route's id (so callers of a pattern route cannot grow a label set
+        without bound by making names up)."""
+        route = self.route_for(model)
+        if route is None:
+            return "unknown"
+        if not route.is_pattern:
+            return model
+        if self._listed is None:
+            self._listed = {info["id"] for info in self.listed_models()}
+        return model if model in self._listed else route.id
 
     def backend_for(self, model: str) -> Backend | None:
         route = self.route_for(model)

@@ -368,7 +368,7 @@ class Engine:
                 self.metrics.results.inc(type=decision.outcome.state.result_type)
                 if decision.outcome.usage is not None:
                     used, spent = decision.outcome.usage
-                    group = (used.workspace_id, used.model, used.service_tier)
+                    group = (used.workspace_id, self.router.metric_model(used.model), used.service_tier)
                     tokens[group] = tokens[group] + spent if group in tokens else spent
         for (workspace_id, model, tier), spent in tokens.items():
             count_tokens(self.metrics, workspace_id, model, tier, spent)

@@ -17,6 +17,20 @@ ORGANIZATION_ID = "org_batchyard"
 KEY_STATUSES = ("active", "inactive", "archived")
 MAX_WORKSPACE_NAME = 40
 DISPLAY_COLOR = "#6C5BB9"
+MAX_LIMIT = 2**31 - 1
+MAX_ID = 128
+
+
+def plain_id(value: str | None, name: str, *, in_path: bool, missing: Any = None) -> str | None:
+    """An id from a path or query: one that no stored id could be (too long, a NUL) is not
+    found (in a path) or refused (in a query) before any database sees it."""
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_ID or "\x00" in value:
+        if in_path:
+            raise missing(value) if missing is not None else not_found(f"{name} not found.")
+        raise invalid_request(f"{name}: not a valid id")
+    return value
 
 
 def organization(name: str) -> dict[str, Any]:
@@ -94,8 +108,8 @@ def key_update(body: Any) -> tuple[str | None, str | None]:
         raise invalid_request(f"{sorted(unknown)[0]}: Extra inputs are not permitted")
     name, status = body.get("name"), body.get("status")
     if name is not None:
-        if not isinstance(name, str) or not name.strip() or len(name) > 500 or "\x00" in name:
-            raise invalid_request("name: must be a string of 1 to 500 characters")
+        if not isinstance(name, str) or not name.strip() or len(name) > 256 or "\x00" in name:
+            raise invalid_request("name: must be a string of 1 to 256 characters")
     if status is not None and status not in KEY_STATUSES:
         allowed = ", ".join(f"'{s}'" for s in KEY_STATUSES)
         raise invalid_request(f"status: Input should be {allowed}")
@@ -128,11 +142,13 @@ def workspace_rate_limit(
     own: int | None,
     organization_value: int,
     include_inherited: bool,
+    listed_models: tuple[str, ...] = (),
 ) -> dict[str, Any] | None:
     """One group's entry for a workspace: its own value (source ``workspace``), or, with
     ``include_inherited``, the organization's (0 in the config: no limit, not listed)."""
     group, limiter = RATE_LIMIT_GROUPS[rate_limit_id]
     org_limit = organization_value or None
+    models = list(listed_models) if group["type"] == "model_group" else None
     limits = []
     if own is not None:
         limits.append({"type": limiter, "value": own, "org_limit": org_limit, "source": {"type": "workspace"}})
@@ -145,7 +161,7 @@ def workspace_rate_limit(
         "rate_limit_id": rate_limit_id,
         "workspace_id": workspace_id,
         "group": group,
-        "models": None,
+        "models": models,
         "limits": limits,
     }
 
@@ -163,8 +179,10 @@ def rate_limit_update(rate_limit_id: str, body: Any) -> tuple[str, int | None]:
         if not isinstance(item, dict) or item.get("type") != limiter:
             raise invalid_request(f"limits.{i}.type: this group's only limiter is {limiter!r}")
         raw = item.get("value")
-        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int) or raw < 0):
-            raise invalid_request(f"limits.{i}.value: Input should be an integer of 0 or more (0: no limit), or null")
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_LIMIT):
+            raise invalid_request(
+                f"limits.{i}.value: Input should be an integer from 0 (no limit) to {MAX_LIMIT}, or null"
+            )
         value, seen = raw, True
     if not seen:
         raise invalid_request(f"limits: name the {limiter!r} limiter")

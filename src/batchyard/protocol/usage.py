@@ -24,8 +24,11 @@ class Tokens:
         )
 
 
+MAX_TOKENS = 1 << 40  # more than any answer holds; a backend's absurd count cannot overflow a bucket
+
+
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return min(value, MAX_TOKENS) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def tokens_of(body: Any) -> Tokens:

@@ -28,6 +28,8 @@ LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # buckets per page:
 GROUPS = {"api_key_id": "key_id", "workspace_id": "workspace_id", "model": "model", "service_tier": "service_tier"}
 FILTERS = {"api_key_ids": "key_id", "workspace_ids": "workspace_id", "models": "model", "service_tiers": "service_tier"}
 UNGROUPED = ("context_window", "inference_geo")  # always null here
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,8 @@ def parse_time(raw: str | None, name: str) -> int:
         raise invalid_request(f"{name}: Input should be a valid datetime (RFC 3339)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:
+        raise invalid_request(f"{name}: must be between 1970 and 9000")
     return int(moment.timestamp() * 1_000_000)
 
 
@@ -88,6 +92,7 @@ def parse_query(params: Any) -> ReportQuery:
     end = parse_time(params.get("ending_at"), "ending_at") if params.get("ending_at") else start + limit * width
     if end <= starting:
         raise invalid_request("ending_at: must be after starting_at")
+    end += -(end - start) % width  # whole buckets: the last one is not cut short
     if params.get("page"):
         resumed = parse_page(params["page"])
         if resumed < start or resumed >= end or (resumed - start) % width:
@@ -100,6 +105,9 @@ def parse_query(params: Any) -> ReportQuery:
     filters = {
         column: tuple(params.getlist(f"{name}[]") + params.getlist(name)) for name, column in FILTERS.items()
     }
+    for name, column in FILTERS.items():
+        if any("\x00" in v or len(v) > 256 for v in filters[column]):
+            raise invalid_request(f"{name}: not a valid value")
     return ReportQuery(start, end, width, limit, tuple(g for g in group_by if g in GROUPS), filters)
 
 

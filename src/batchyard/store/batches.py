@@ -664,11 +664,12 @@ class BatchStore:
         ended: list[str] = []
 
         async def finalize(conn: AsyncConnection, written: set[Attempt]) -> None:
-            # Usage goes with the results that were written, in their transaction: a result
-            # and its tokens are counted together or not at all.
-            used = [o.usage for o in outcomes if o.usage is not None and o.attempt in written]
-            await self.usage.add_in(conn, merge(used))
             ended[:] = [b for b in batch_ids if await self._finalize_if_done(conn, b, now)]
+            # Usage goes with the results that were written, in their transaction: a result
+            # and its tokens are counted together or not at all. Last, so the busy usage rows
+            # are locked for the shortest time.
+            used = [o.usage for a, o in by_attempt.items() if o.usage is not None and a in written]
+            await self.usage.add_in(conn, merge(used))
 
         held = await self._fenced(owner, list(by_attempt), write, finalize, lock=batch_ids)
         return Finished(ended, [o.attempt for o in outcomes if o.attempt not in held])

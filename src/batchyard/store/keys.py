@@ -214,7 +214,7 @@ class KeyStore:
             values["disabled_at"] = func.coalesce(K.c.disabled_at, now)
         elif status == "archived":
             values["disabled_at"] = func.coalesce(K.c.disabled_at, now)
-            values["archived_at"] = now
+            values["archived_at"] = func.coalesce(K.c.archived_at, now)
         async with self.db.write() as conn:
             if values:
                 result = await conn.execute(update(K).where(K.c.id == key_id, ~K.c.admin).values(**values))
