@@ -263,6 +263,19 @@ def test_usage_report_equals_the_usage_in_answers_and_results(tmp_path: Path, fr
         assert len(by_key) == 2 and sorted(by_key.values()) == sorted(folded(0).values())
         alpha_only = report(**{"group_by[]": "workspace_id", "workspace_ids[]": next(i for i, n in names.items() if n == "alpha")})
         assert totals(alpha_only, "workspace_id") == {("alpha",): folded(0)[("alpha",)]}
+        # The SDK's own usage call (beta analytics): rows per group over the range, strict types.
+        sdk = admin_client(proc.url, admin_key).beta.organization.analytics.usage
+        rows = list(sdk.list(starting_at=today, group_by=["workspace_id", "service_tier"], limit=1))  # pages of one row
+        by_group: dict[tuple[object, ...], list[int]] = {}
+        for item in rows:
+            group = (names[item.group.workspace_id], item.group.service_tier)  # type: ignore[index]
+            by_group[group] = [item.usage.uncached_input_tokens, item.usage.output_tokens]
+            assert item.usage.total_tokens == item.usage.uncached_input_tokens + item.usage.output_tokens
+            assert item.group.model is None and item.usage.requests
+        assert by_group == folded(0, 2)
+        ordered = sdk.list(starting_at=today, group_by=["model"], order_by="output_tokens").data
+        assert [i.usage.output_tokens for i in ordered] == sorted((i.usage.output_tokens for i in ordered), reverse=True)
+
         # /metrics: models a pattern route serves but does not list go by the route's id ("*"),
         # so made-up names cannot grow the label set.
         metrics = httpx.get(f"{proc.url}/metrics").text

@@ -250,6 +250,16 @@ async def cost_report(request: Request) -> Response:
     return json_response(usage_report.cost_report(query, named, prices_of, svc.settings.usage.batch_discount))
 
 
+async def analytics_usage(request: Request) -> Response:
+    """The SDK's ``client.beta.organization.analytics.usage.list``: rows per group and
+    time bucket (or per group over the whole range), sorted and paged."""
+    query = usage_report.parse_analytics_query(request.query_params, now_us())
+    columns = [usage_report.ANALYTICS_GROUPS[name] for name in query.group_by]
+    rows = await services(request).batches.store.usage.buckets(query.start, query.end, query.width, columns, query.filters)
+    named = [dict(zip(["bucket", *columns, *COUNTERS], row, strict=True)) for row in rows]
+    return json_response(usage_report.analytics_usage(query, named))
+
+
 routes = [
     Route("/v1/organizations/me", organization, methods=["GET"]),
     Route("/v1/organizations/workspaces", create_workspace, methods=["POST"]),
@@ -268,4 +278,5 @@ routes = [
     Route("/v1/organizations/api_keys/{api_key_id}", update_api_key, methods=["POST"]),
     Route("/v1/organizations/usage_report/messages", messages_usage_report, methods=["GET"]),
     Route("/v1/organizations/cost_report", cost_report, methods=["GET"]),
+    Route("/v1/organizations/analytics/usage", analytics_usage, methods=["GET"]),
 ]

@@ -254,3 +254,127 @@ def cost_report(
         at += query.width
     has_more = page_end < query.end
     return {"data": data, "has_more": has_more, "next_page": page_token(page_end) if has_more else None}
+
+
+# -- the SDK's analytics usage (client.beta.organization.analytics.usage) ------------------
+
+ANALYTICS_GROUPS = {"workspace_id": "workspace_id", "api_key_id": "key_id", "model": "model", "service_tier": "service_tier"}
+ANALYTICS_ORDER = ("total_tokens", "uncached_input_tokens", "output_tokens", "requests", "time")
+GROUP_FIELDS = (
+    "actor", "actor_type", "agent_id", "api_key_id", "claude_tag_category", "claude_tag_user_id", "context_window",
+    "deployment_id", "environment_id", "inference_geo", "model", "organization_id", "product", "rbac_group_id",
+    "service_tier", "session_id", "slack_channel_id", "speed", "user_profile_id", "workspace_id",
+)
+MAX_RANGE = 31 * 24 * 60 * MINUTE
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsQuery:
+    start: int
+    end: int
+    width: int  # the rows' width: a bucket, or the whole range
+    group_by: tuple[str, ...]
+    filters: dict[str, tuple[str, ...]]
+    limit: int
+    offset: int
+    order_by: str
+    descending: bool
+
+
+def parse_analytics_query(params: Any, now: int) -> AnalyticsQuery:
+    """``GET /v1/organizations/analytics/usage``: rows per group (and per time bucket when
+    ``time_bucket_width`` is given), sorted, in pages of ``limit`` rows."""
+    width_name = params.get("time_bucket_width") or None
+    if width_name is not None and width_name not in WIDTHS:
+        raise invalid_request(f"time_bucket_width: Input should be {', '.join(repr(w) for w in WIDTHS)}")
+    starting = parse_time(params.get("starting_at"), "starting_at")
+    if params.get("ending_at"):
+        ending = parse_time(params.get("ending_at"), "ending_at")
+    elif width_name is not None:
+        raise invalid_request("ending_at: Field required when time_bucket_width is given")
+    else:
+        ending = min(now, starting + MAX_RANGE)
+    if ending <= starting:
+        raise invalid_request("ending_at: must be after starting_at")
+    if ending - starting > (24 * 60 * MINUTE if width_name == "1m" else MAX_RANGE):
+        raise invalid_request("ending_at: the range may be at most 31 days (24 hours with 1m buckets)")
+    unit = WIDTHS[width_name] if width_name is not None else 60 * MINUTE
+    start = starting - starting % unit
+    end = ending + (-(ending - start) % unit)
+    width = unit if width_name is not None else end - start
+    group_by = tuple(dict.fromkeys(params.getlist("group_by[]") + params.getlist("group_by")))
+    if len(group_by) > 5:
+        raise invalid_request("group_by: at most 5")
+    for name in group_by:
+        if name not in ANALYTICS_GROUPS:
+            supported = ", ".join(repr(g) for g in ANALYTICS_GROUPS)
+            raise invalid_request(f"group_by: {name!r} is not available on this server (supported: {supported})")
+    raw_limit = params.get("limit")
+    try:
+        limit = 20 if raw_limit in (None, "") else int(raw_limit)
+    except ValueError:
+        raise invalid_request("limit: Input should be a valid integer") from None
+    if not 1 <= limit <= 1000:
+        raise invalid_request("limit: Input should be between 1 and 1000")
+    order_by = params.get("order_by") or "total_tokens"
+    if order_by not in ANALYTICS_ORDER:
+        raise invalid_request(f"order_by: Input should be one of {', '.join(repr(o) for o in ANALYTICS_ORDER)}")
+    order = params.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise invalid_request("order: Input should be 'asc' or 'desc'")
+    offset = parse_page(params["page"]) if params.get("page") else 0
+    if offset < 0:
+        raise invalid_request("page: Invalid page cursor")
+    filters = {column: tuple(params.getlist(f"{name}[]") + params.getlist(name)) for name, column in FILTERS.items()}
+    for name, column in FILTERS.items():
+        if any("\x00" in v or len(v) > 256 for v in filters[column]):
+            raise invalid_request(f"{name}: not a valid value")
+    return AnalyticsQuery(start, end, width, group_by, filters, limit, offset, order_by, order == "desc")
+
+
+def analytics_usage(query: AnalyticsQuery, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One page of usage rows, each ``{starting_at, ending_at, usage, group}``."""
+    items: list[dict[str, Any]] = []
+    for row in rows:
+        uncached, cache_write, cache_read, output = (
+            int(row["uncached_input_tokens"]),
+            int(row["cache_creation_input_tokens"]),
+            int(row["cache_read_input_tokens"]),
+            int(row["output_tokens"]),
+        )
+        group: dict[str, Any] = dict.fromkeys(GROUP_FIELDS)
+        for name in query.group_by:
+            value = row[ANALYTICS_GROUPS[name]]
+            group[name] = (value or None) if name == "api_key_id" else value
+        items.append(
+            {
+                "starting_at": _utc(int(row["bucket"])),
+                "ending_at": _utc(min(int(row["bucket"]) + query.width, query.end)),
+                "usage": {
+                    "uncached_input_tokens": uncached,
+                    "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": cache_write},
+                    "cache_read_input_tokens": cache_read,
+                    "output_tokens": output,
+                    "total_tokens": uncached + cache_write + cache_read + output,
+                    "requests": int(row["requests"]),
+                    "server_tool_use": {"web_search_requests": 0},
+                },
+                "group": group,
+            }
+        )
+
+    def sort_key(item: dict[str, Any]) -> Any:
+        if query.order_by == "time":
+            return item["starting_at"]
+        return item["usage"][query.order_by]
+
+    items.sort(key=lambda item: tuple(str(item["group"][f]) for f in GROUP_FIELDS))  # a stable order among equals
+    items.sort(key=sort_key, reverse=query.descending)
+    page = items[query.offset : query.offset + query.limit]
+    more = query.offset + query.limit < len(items)
+    return {
+        "data": page,
+        "has_more": more,
+        "next_page": page_token(query.offset + query.limit) if more else None,
+        "data_refreshed_at": None,
+    }
