@@ -47,6 +47,8 @@ def test_two_workers_share_notices_and_survive_the_engine_dying(tmp_path: Path, 
         wait_until(lambda: len(worker_pids(proc.proc.pid)) == 2, what="two workers")
         wait_until(lambda: proc.log().count("engine started") >= (2 if fresh_database_url.startswith("postgresql") else 1))
         if fresh_database_url.startswith("sqlite"):
+            # Both processes serve (each logs it once it has started); one engine among them.
+            wait_until(lambda: proc.log().count("engine=true") + proc.log().count("engine=false") >= 2, what="both serving")
             assert proc.log().count("engine=true") == 1 and proc.log().count("engine=false") == 1
         client = make_client(proc.url)
         for i in range(6):  # new connections: some land on the worker without the engine
