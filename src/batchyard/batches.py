@@ -159,22 +159,8 @@ class Batches:
         this one included."""
         reader = BatchBodyReader(body, self.settings.batches.max_requests)
         now = self.clock()
-        record = BatchRecord(
-            id=new_batch_id(now // 1000),
-            workspace_id=workspace_id,
-            api_version=api_version,
-            processing_status="in_progress",
-            request_count=0,
-            succeeded=0,
-            errored=0,
-            canceled=0,
-            expired=0,
-            created_at=now,
-            expires_at=now + seconds_to_us(self.settings.batches.ttl),
-            ended_at=None,
-            cancel_initiated_at=None,
-            archived_at=None,
-            key_id=key_id,
+        record = BatchRecord.started(
+            new_batch_id(now // 1000), workspace_id, api_version, now, seconds_to_us(self.settings.batches.ttl), key_id=key_id
         )
 
         async def chunks() -> AsyncIterator[list[BatchLine]]:

@@ -486,21 +486,26 @@ def _describe_openai(batch: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def _progress_bar(api: _Api) -> Any:
+    """A progress bar on a terminal (none with --json or when stderr is not one)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    show = not api.as_json and sys.stderr.isatty()
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        disable=not show, transient=False,
+    )
+
+
 def _watch(api: _Api, batch_id: str, poll: float) -> dict[str, object]:
     """Poll until the batch ends, with a progress bar on a terminal."""
     import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     if batch_id.startswith("batch_"):
         return _watch_openai(api, batch_id, poll)
     batch = api.client.get(batch_id)
     total = sum(batch["request_counts"].values())
-    show = not api.as_json and sys.stderr.isatty()
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        disable=not show, transient=False,
-    )
+    progress = _progress_bar(api)
     with progress:
         task = progress.add_task(batch_id, total=total)
         while True:
@@ -520,15 +525,9 @@ def _watch_openai(api: _Api, batch_id: str, poll: float) -> dict[str, object]:
     """An OpenAI batch until it ends: its counts move while it runs."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .client import OPENAI_ENDED
 
-    show = not api.as_json and sys.stderr.isatty()
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        disable=not show, transient=False,
-    )
+    progress = _progress_bar(api)
     with progress:
         task = progress.add_task(batch_id, total=None)
         while True:

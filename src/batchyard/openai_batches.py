@@ -92,21 +92,12 @@ class OpenAIBatches:
         now = self.batches.clock()
         reader = wire.InputReader(min(self.settings.files.batch_max_lines, self.settings.batches.max_requests))
         details: dict[str, Any] = {"metadata": params.metadata, "output_ttl": params.output_ttl}
-        record = BatchRecord(
-            id=new_openai_batch_id(now // 1000),
-            workspace_id=workspace_id,
-            api_version="2023-06-01",
-            processing_status="in_progress",
-            request_count=0,
-            succeeded=0,
-            errored=0,
-            canceled=0,
-            expired=0,
-            created_at=now,
-            expires_at=now + seconds_to_us(self.settings.batches.ttl),
-            ended_at=None,
-            cancel_initiated_at=None,
-            archived_at=None,
+        record = BatchRecord.started(
+            new_openai_batch_id(now // 1000),
+            workspace_id,
+            "2023-06-01",
+            now,
+            seconds_to_us(self.settings.batches.ttl),
             api="openai",
             endpoint=params.endpoint,
             input_file_id=source.id,

@@ -20,7 +20,7 @@ import pytest
 
 from batchyard.api import admin as admin_routes
 from support.databases import create_postgres_database, drop_postgres_database
-from support.helpers import make_client, make_key, simple_params, wait_for_end, wait_until
+from support.helpers import KILL_CONFIG, make_client, make_key, simple_params, wait_for_end, wait_until
 from support.server import ServerProcess
 
 
@@ -291,19 +291,6 @@ def test_usage_report_equals_the_usage_in_answers_and_results(tmp_path: Path, fr
         proc.stop()
 
 
-KILL_CONFIG = """
-[engine]
-lease = 2
-sweep_interval = 0.3
-shutdown_grace = 0
-max_lease_losses = 11
-
-[[models]]
-id = "*"
-backend = "simulator"
-latency_ms = 100
-max_concurrency = 50
-"""
 
 
 def test_usage_survives_kill_9_mid_batch_counted_once(tmp_path: Path, fresh_database_url: str) -> None:

@@ -12,25 +12,12 @@ from pathlib import Path
 import orjson
 
 from support.databases import create_postgres_database, drop_postgres_database, query
-from support.helpers import make_client, raw, simple_params, wait_for_end
+from support.helpers import KILL_CONFIG, make_client, raw, simple_params, wait_for_end
 from support.server import ServerProcess
 
 # Ten kills may catch the same line running three times: with the default of three lost
 # workers that line would rightly end as a poison line. These tests are about nothing
 # lost and nothing twice, so no line here can reach the limit (poison lines: test_engine.py).
-KILL_CONFIG = """
-[engine]
-lease = 2
-sweep_interval = 0.3
-shutdown_grace = 0
-max_lease_losses = 11
-
-[[models]]
-id = "*"
-backend = "simulator"
-latency_ms = 100
-max_concurrency = 50
-"""
 
 
 def assert_complete(server_url: str, database_url: str, batch_id: str, count: int) -> dict[str, int]:

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from support.databases import create_postgres_database, drop_postgres_database, query
-from support.helpers import make_client, make_key, wait_until
+from support.helpers import KILL_CONFIG, make_client, make_key, wait_until
 from support.llama import LlamaUpstream
 from support.server import ServerProcess
 
@@ -341,19 +341,6 @@ def test_a_batch_past_its_window_expires_keeping_what_finished(tmp_path: Path) -
 
 # -- faults ---------------------------------------------------------------------------
 
-KILL_CONFIG = """
-[engine]
-lease = 2
-sweep_interval = 0.3
-shutdown_grace = 0
-max_lease_losses = 11
-
-[[models]]
-id = "*"
-backend = "simulator"
-latency_ms = 100
-max_concurrency = 50
-"""
 
 
 def assert_exactly_once(url: str, database_url: str, batch_id: str, custom_ids: list[str]) -> None:

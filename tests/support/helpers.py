@@ -80,3 +80,22 @@ def make_key(workspace: str, database_url: str, cwd: Path) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+# For tests that kill -9 servers mid-batch: short leases, a quick sweep, no shutdown grace.
+# Ten kills may catch the same line running three times: with the default of three lost
+# workers that line would rightly end as a poison line. These tests are about nothing lost
+# and nothing twice, so no line here can reach the limit (poison lines: test_engine.py).
+KILL_CONFIG = """
+[engine]
+lease = 2
+sweep_interval = 0.3
+shutdown_grace = 0
+max_lease_losses = 11
+
+[[models]]
+id = "*"
+backend = "simulator"
+latency_ms = 100
+max_concurrency = 50
+"""

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from ..openai_batches import OpenAIBatches
 from ..protocol import openai_batches as wire
 from ..protocol.errors import ApiError
+from ..protocol.files import openai_page  # (OpenAI's one list shape)
 from .bodies import read_json
 from .responses import json_response
 from .state import services
@@ -65,7 +66,7 @@ async def list_batches(request: Request) -> Response:
     openai = _lifecycle(request)
     query = request.query_params
     records, has_more = await openai.list(_workspace(request), _limit(query.get("limit")), query.get("after") or None)
-    return json_response(wire.batch_page(await openai.views(records), has_more))
+    return json_response(openai_page(await openai.views(records), has_more))
 
 
 async def cancel_batch(request: Request) -> Response:

@@ -367,15 +367,6 @@ def batch_object(batch: Any, live: Mapping[str, int] | None = None) -> dict[str,
     }
 
 
-def batch_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
-
 
 # -- output and error files -------------------------------------------------------------
 

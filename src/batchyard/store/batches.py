@@ -130,6 +130,28 @@ class BatchRecord:
     def from_row(cls, row: Any) -> BatchRecord:
         return cls(**row._mapping)
 
+    @classmethod
+    def started(cls, batch_id: str, workspace_id: str, api_version: str, now: int, ttl_us: int, **more: Any) -> BatchRecord:
+        """A new batch, in progress from ``now``, expiring ``ttl_us`` later (``more``: the
+        fields of its API, such as ``api``, ``endpoint``, ``key_id``)."""
+        return cls(
+            id=batch_id,
+            workspace_id=workspace_id,
+            api_version=api_version,
+            processing_status="in_progress",
+            request_count=0,
+            succeeded=0,
+            errored=0,
+            canceled=0,
+            expired=0,
+            created_at=now,
+            expires_at=now + ttl_us,
+            ended_at=None,
+            cancel_initiated_at=None,
+            archived_at=None,
+            **more,
+        )
+
 
 @dataclass(slots=True)
 class ClaimableBatch:

@@ -82,14 +82,6 @@ _KEYS = K.join(W, W.c.id == K.c.workspace_id, isouter=True)  # admin keys have n
 _WORKSPACE_COLUMNS = [W.c.id, W.c.name, W.c.created_at, W.c.archived_at]
 
 
-def _page(query: Any, id_column: Any, limit: int, after_id: str | None, before_id: str | None) -> tuple[Any, bool]:
-    """Newest first by id (ids are not time-ordered here: by creation, then id)."""
-    backwards = before_id is not None and after_id is None
-    if after_id is not None:
-        query = query.where(id_column < after_id)
-    if before_id is not None:
-        query = query.where(id_column > before_id)
-    return query.order_by(id_column.asc() if backwards else id_column.desc()).limit(limit + 1), backwards
 
 
 class KeyStore:
@@ -180,6 +172,24 @@ class KeyStore:
             row = (await conn.execute(select(*_KEY_COLUMNS).select_from(_KEYS).where(K.c.id == key_id, ~K.c.admin))).first()
         return None if row is None else KeyRecord.from_row(row)
 
+    async def _page(
+        self, query: Any, id_column: Any, limit: int, after_id: str | None, before_id: str | None
+    ) -> tuple[list[Any], bool]:
+        """One page of rows by id, descending: ``after_id`` the page past it, ``before_id``
+        the page before it. Returns the rows and whether more lie beyond them."""
+        backwards = before_id is not None and after_id is None
+        if after_id is not None:
+            query = query.where(id_column < after_id)
+        if before_id is not None:
+            query = query.where(id_column > before_id)
+        query = query.order_by(id_column.asc() if backwards else id_column.desc()).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = list((await conn.execute(query)).all())
+        page = rows[:limit]
+        if backwards:
+            page.reverse()
+        return page, len(rows) > limit
+
     async def page_keys(
         self, limit: int, after_id: str | None, before_id: str | None, *, workspace_id: str | None, status: str | None
     ) -> tuple[list[KeyRecord], bool]:
@@ -194,13 +204,8 @@ class KeyStore:
             query = query.where(K.c.archived_at.is_(None), K.c.disabled_at.is_(None))
         elif status is not None:  # expired: keys here never expire
             return [], False
-        query, backwards = _page(query, K.c.id, limit, after_id, before_id)
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        page = [KeyRecord.from_row(r) for r in rows[:limit]]
-        if backwards:
-            page.reverse()
-        return page, len(rows) > limit
+        rows, has_more = await self._page(query, K.c.id, limit, after_id, before_id)
+        return [KeyRecord.from_row(r) for r in rows], has_more
 
     async def update_key(self, key_id: str, *, name: str | None, status: str | None, now: int) -> bool:
         """Rename a key and/or move it to active, inactive or archived (archived is final:
@@ -237,13 +242,8 @@ class KeyStore:
             query = query.where(W.c.archived_at.is_(None))
         if ids is not None:
             query = query.where(W.c.id.in_(list(ids)))
-        query, backwards = _page(query, W.c.id, limit, after_id, before_id)
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        page = [WorkspaceRecord.from_row(r) for r in rows[:limit]]
-        if backwards:
-            page.reverse()
-        return page, len(rows) > limit
+        rows, has_more = await self._page(query, W.c.id, limit, after_id, before_id)
+        return [WorkspaceRecord.from_row(r) for r in rows], has_more
 
     async def create_workspace(self, workspace_id: str, name: str, now: int) -> WorkspaceRecord:
         try:
