@@ -306,3 +306,46 @@ def test_key_field_when_keys_are_required(browser: Browser, tmp_path: Path) -> N
     finally:
         context.close()
         server.stop()
+
+
+def test_an_admin_key_picks_a_workspace_and_reads_its_batches(browser: Browser, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'admin.db'}"
+
+    def cli(*args: str) -> str:
+        made = subprocess.run(
+            [sys.executable, "-m", "batchyard", "keys", "create", *args, "--database", url],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path, env={**os.environ},
+        )
+        assert made.returncode == 0, made.stderr
+        return made.stdout.strip()
+
+    keys = {name: cli("--workspace", name) for name in ("alpha", "beta")}
+    admin_key = cli("--admin", "--name", "ops")
+    server = ServerProcess(url, config_text=CONFIG, workdir=tmp_path)
+    server.start()
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        batches = {}
+        for name, key in keys.items():
+            client = make_client(server.url, api_key=key)
+            batches[name] = client.messages.batches.create(requests=[{"custom_id": name, "params": simple_params()}])
+            wait_for_end(client, batches[name].id)
+        page.goto(f"{server.url}/console")
+        page.fill("#key-input", admin_key)
+        page.locator("#key-form button[type=submit]").click()
+        picker = page.locator("#workspace-select")
+        expect(picker).to_be_visible()
+        expect(page.locator('[data-nav="models"]')).to_be_hidden()  # /v1 takes no admin key
+        for name in ("alpha", "beta"):
+            picker.select_option(label=name)
+            expect(page.locator(f'tr[data-batch="{batches[name].id}"]')).to_be_visible()
+            other = batches["beta" if name == "alpha" else "alpha"]
+            expect(page.locator(f'tr[data-batch="{other.id}"]')).to_have_count(0)
+        page.locator(f'tr[data-batch="{batches["beta"].id}"] a').first.click()
+        expect(page.locator("#view")).to_contain_text("1 succeeded")
+        expect(page.locator("#banner")).to_be_hidden()
+        shot(page, "console-admin.png")
+    finally:
+        context.close()
+        server.stop()

@@ -176,6 +176,23 @@ def test_an_archived_workspace_is_refused_by_every_api_process_within_a_second(t
             assert works(second.url, alpha_key)
             admin = admin_client(first.url, admin_key)
             alpha = next(w for w in admin.organization.workspaces.list().data if w.name == "alpha")
+            # A rate limit set through one process holds on the other within a second.
+            limits = admin.organization.workspaces.rate_limits
+            limits.update("rl_all_models", workspace_id=alpha.id, limits=[{"type": "requests_per_minute", "value": 1}])  # type: ignore[list-item]
+            set_at = time.monotonic()
+
+            def limited() -> bool:
+                try:
+                    for _ in range(2):
+                        make_client(second.url, api_key=alpha_key).messages.create(**simple_params())  # type: ignore[arg-type]
+                except anthropic.RateLimitError as exc:
+                    return "rate limit of 1 requests per minute" in str(exc)
+                return False
+
+            wait_until(limited, timeout=5, what="the other process to enforce the new limit")
+            assert time.monotonic() - set_at < 1.5  # one poll of two calls past the second
+            limits.update("rl_all_models", workspace_id=alpha.id, limits=[{"type": "requests_per_minute", "value": None}])  # type: ignore[list-item]
+
             admin.organization.workspaces.archive(alpha.id)
             archived_at = time.monotonic()
             wait_until(lambda: not works(second.url, alpha_key), timeout=5, what="the other process to refuse the key")
@@ -185,6 +202,59 @@ def test_an_archived_workspace_is_refused_by_every_api_process_within_a_second(t
             second.stop()
     finally:
         drop_postgres_database(url)
+
+
+def test_an_archived_workspaces_batches_stay_readable_to_admins(tmp_path: Path, fresh_database_url: str) -> None:
+    alpha_key = make_key("alpha", fresh_database_url, tmp_path)
+    beta_key = make_key("beta", fresh_database_url, tmp_path)
+    admin_key = make_admin_key(fresh_database_url, tmp_path)
+    proc = ServerProcess(fresh_database_url, config_text='[[models]]\nid = "*"\nbackend = "simulator"\n', workdir=tmp_path)
+    proc.start()
+    try:
+        client = make_client(proc.url, api_key=alpha_key)
+        batch = client.messages.batches.create(
+            requests=[{"custom_id": f"r{i}", "params": simple_params(f"line {i}")} for i in range(3)]  # type: ignore[misc]
+        )
+        wait_for_end(client, batch.id)
+        results = {r.custom_id: r for r in client.messages.batches.results(batch.id)}
+        admin = admin_client(proc.url, admin_key)
+        alpha = next(w for w in admin.organization.workspaces.list().data if w.name == "alpha")
+        admin.organization.workspaces.archive(alpha.id)
+        wait_until(lambda: not works(proc.url, alpha_key), timeout=5, what="the archived workspace's key to be refused")
+
+        console = httpx.Client(base_url=proc.url, headers={"x-api-key": admin_key}, timeout=30)
+        info = console.get("/console/api/info").json()
+        assert info["admin"] is True
+        assert {"id": alpha.id, "name": "alpha", "archived": True} in info["workspaces"]
+        listed = console.get("/console/api/batches", params={"workspace_id": alpha.id}).json()
+        assert [b["id"] for b in listed["data"]] == [batch.id]
+        shown = listed["data"][0]
+        assert shown["counts"]["succeeded"] == 3
+        assert (shown["cancel_path"], shown["delete_path"], shown["downloads"]) == (None, None, [])  # read only
+        progress = console.get(f"/console/api/batches/{batch.id}/progress", params={"workspace_id": alpha.id}).json()
+        assert progress["finished"] == 3
+        lines = console.get(f"/console/api/batches/{batch.id}/lines", params={"workspace_id": alpha.id, "full": "1"}).json()
+        assert {row["line"]["custom_id"]: row["line"]["result"]["message"]["content"][0]["text"] for row in lines["data"]} == {
+            cid: r.result.message.content[0].text for cid, r in results.items()  # type: ignore[union-attr]
+        }
+        usage = console.get("/console/api/usage", params={"workspace_id": alpha.id}).json()
+        assert usage["workspace"] == "alpha"
+        assert sum(row["output_tokens"] for row in usage["by_model"]) == sum(r.result.message.usage.output_tokens for r in results.values())  # type: ignore[union-attr]
+
+        # Read only, and only what it names: no workspace, an unknown one, the batch under another.
+        missing = console.get("/console/api/batches")
+        assert missing.status_code == 400 and "workspace_id" in missing.json()["error"]["message"]
+        assert console.get("/console/api/batches", params={"workspace_id": "wrkspc_nope"}).status_code == 404
+        beta = next(w for w in admin.organization.workspaces.list().data if w.name == "beta")
+        assert console.get(f"/console/api/batches/{batch.id}/progress", params={"workspace_id": beta.id}).status_code == 404
+        refused = console.get(f"/v1/messages/batches/{batch.id}", headers={"anthropic-version": "2023-06-01"})
+        assert refused.status_code == 401
+        # An ordinary key's workspace_id names nothing: it sees its own workspace only.
+        as_beta = httpx.get(f"{proc.url}/console/api/batches", params={"workspace_id": alpha.id}, headers={"x-api-key": beta_key})
+        assert as_beta.status_code == 200 and as_beta.json()["data"] == []
+        assert httpx.get(f"{proc.url}/console/api/info", headers={"x-api-key": beta_key}).json()["admin"] is False
+    finally:
+        proc.stop()
 
 
 def test_usage_report_equals_the_usage_in_answers_and_results(tmp_path: Path, fresh_database_url: str) -> None:

@@ -2,7 +2,11 @@
 does not offer (progress while a batch runs, result lines as they are written).
 
 The pages call the ``/v1`` API for everything else, with the same key; ``/console/api``
-sits behind the same gate (key, workspace, rate limit), without ``anthropic-version``."""
+sits behind the same gate (key, workspace, rate limit), without ``anthropic-version``.
+
+An admin key opens ``/console/api`` too, read-only, for any workspace it names with
+``workspace_id`` (archived ones included: their keys stop working, their batches stay
+readable here)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..api.responses import json_response
 from ..api.state import services
+from ..protocol import admin as admin_wire
 from ..protocol import openai_batches as openai_wire
 from ..protocol.errors import invalid_request
 from ..protocol.timestamps import now_us, to_rfc3339
@@ -71,23 +76,53 @@ async def to_index(request: Request) -> Response:
     return RedirectResponse("/console/")
 
 
+ADMIN_WORKSPACES = 1000
+
+
+def _admin(request: Request) -> bool:
+    return "admin_key_id" in request.scope["state"]
+
+
+async def _workspace(request: Request) -> tuple[str, str]:
+    """The workspace a view reads (id, name): the key's own, or for an admin key the one
+    named by ``workspace_id`` (which must exist; archived is fine)."""
+    state = request.scope["state"]
+    if not _admin(request):
+        return state["workspace_id"], state.get("workspace_name") or state["workspace_id"]
+    workspace_id = admin_wire.plain_id(request.query_params.get("workspace_id"), "workspace_id", in_path=False)
+    if workspace_id is None:
+        raise invalid_request("workspace_id: an admin key names the workspace to read (?workspace_id=wrkspc_…)")
+    record = await services(request).keys.store.workspace(workspace_id)
+    if record is None:
+        raise admin_wire.workspace_not_found(workspace_id)
+    return record.id, record.name
+
+
 async def info(request: Request) -> Response:
     svc = services(request)
-    return json_response(
-        {
-            "version": __version__,
-            "keys_required": await svc.keys.keys_required(),
-            "workspace": request.scope["state"].get("workspace_name"),
-        }
-    )
+    shown: dict[str, Any] = {
+        "version": __version__,
+        "keys_required": await svc.keys.keys_required(),
+        "workspace": request.scope["state"].get("workspace_name"),
+        "admin": _admin(request),
+    }
+    if _admin(request):
+        records, _ = await svc.keys.store.page_workspaces(
+            ADMIN_WORKSPACES, None, None, include_archived=True, ids=None
+        )
+        shown["workspaces"] = [
+            {"id": r.id, "name": r.name, "archived": r.archived_at is not None} for r in records
+        ]
+    return json_response(shown)
 
 
 OPENAI_ENDED = ("completed", "failed", "expired", "cancelled")
 
 
-def batch_view(record: BatchRecord, by_state: dict[str, int]) -> dict[str, Any]:
+def batch_view(record: BatchRecord, by_state: dict[str, int], *, actions: bool = True) -> dict[str, Any]:
     """What the console shows of a batch of either Batch API, in one shape: its status in
-    its own API's words, counts by result type (live while it runs), what can be done."""
+    its own API's words, counts by result type (live while it runs), what can be done
+    (nothing through ``/v1`` for an admin key, which reads only: ``actions`` false)."""
     if record.processing_status == "ended":
         by_state = {"succeeded": record.succeeded, "errored": record.errored, "canceled": record.canceled,
                     "expired": record.expired}
@@ -104,7 +139,7 @@ def batch_view(record: BatchRecord, by_state: dict[str, int]) -> dict[str, Any]:
             if shown[key]:
                 downloads.append({"id": button, "label": label, "path": f"/v1/files/{shown[key]}/content",
                                   "filename": f"{record.id}_{suffix}.jsonl"})
-        cancel = f"/v1/batches/{record.id}/cancel"
+        cancel: str | None = f"/v1/batches/{record.id}/cancel"
         errors = (shown["errors"] or {}).get("data") or []
     else:
         status = record.processing_status
@@ -114,6 +149,8 @@ def batch_view(record: BatchRecord, by_state: dict[str, int]) -> dict[str, Any]:
                               "path": f"/v1/messages/batches/{record.id}/results", "filename": f"{record.id}_results.jsonl"})
         cancel = f"/v1/messages/batches/{record.id}/cancel"
         errors = []
+    if not actions:
+        downloads, cancel = [], None
     return {
         "id": record.id,
         "api": record.api,
@@ -124,8 +161,8 @@ def batch_view(record: BatchRecord, by_state: dict[str, int]) -> dict[str, Any]:
         "ended_at": to_rfc3339(record.finalized_at if record.api == "openai" else record.ended_at),
         "total": record.request_count,
         "counts": counts,
-        "cancel_path": cancel if record.processing_status == "in_progress" else None,
-        "delete_path": f"/v1/messages/batches/{record.id}" if record.api == "anthropic" and ended else None,
+        "cancel_path": cancel if cancel and record.processing_status == "in_progress" else None,
+        "delete_path": f"/v1/messages/batches/{record.id}" if actions and record.api == "anthropic" and ended else None,
         "downloads": downloads,
         "errors": errors,
     }
@@ -136,11 +173,12 @@ async def list_batches(request: Request) -> Response:
     svc = services(request)
     query = request.query_params
     limit = _int(query.get("limit"), "limit", 20, 1, 100)
+    workspace_id, _ = await _workspace(request)
     records, has_more = await svc.batches.list_both(
-        request.scope["state"]["workspace_id"], limit, query.get("after_id") or None, query.get("before_id") or None
+        workspace_id, limit, query.get("after_id") or None, query.get("before_id") or None
     )
     live = await svc.batches.live_counts([r.id for r in records if r.processing_status != "ended"])
-    data = [batch_view(r, live.get(r.id, {})) for r in records]
+    data = [batch_view(r, live.get(r.id, {}), actions=not _admin(request)) for r in records]
     return json_response(
         {
             "data": data,
@@ -153,11 +191,12 @@ async def list_batches(request: Request) -> Response:
 
 async def progress(request: Request) -> Response:
     svc = services(request)
-    record, counts = await svc.batches.progress(request.scope["state"]["workspace_id"], request.path_params["batch_id"])
+    workspace_id, _ = await _workspace(request)
+    record, counts = await svc.batches.progress(workspace_id, request.path_params["batch_id"])
     finished = sum(n for kind, n in counts.items() if kind in RESULT_TYPES)
     return json_response(
         {
-            "batch": batch_view(record, counts),
+            "batch": batch_view(record, counts, actions=not _admin(request)),
             "total": record.request_count,
             "finished": finished if record.archived_at is None else record.request_count,
             "by_state": counts,
@@ -208,9 +247,8 @@ async def lines(request: Request) -> Response:
     after = _int(query.get("after"), "after", -1, -1, 2**31)
     limit = _int(query.get("limit"), "limit", 50, 1, 500)
     full = query.get("full") == "1"
-    found = await svc.batches.finished_lines(
-        request.scope["state"]["workspace_id"], request.path_params["batch_id"], result_type, after, limit
-    )
+    workspace_id, _ = await _workspace(request)
+    found = await svc.batches.finished_lines(workspace_id, request.path_params["batch_id"], result_type, after, limit)
     data = []
     for position, raw in found:
         line = orjson.loads(raw)
@@ -232,13 +270,13 @@ async def usage(request: Request) -> Response:
     cover every workspace)."""
     svc = services(request)
     days = _int(request.query_params.get("days"), "days", 14, 1, 90)
-    state = request.scope["state"]
+    workspace_id, workspace_name = await _workspace(request)
     day_us = 86_400_000_000
     now = now_us()
     today = now - now % day_us
     start, end = today - (days - 1) * day_us, today + day_us
     rows = await svc.batches.store.usage.buckets(
-        start, end, day_us, ["model", "service_tier"], {"workspace_id": [state["workspace_id"]]}
+        start, end, day_us, ["model", "service_tier"], {"workspace_id": [workspace_id]}
     )
     per_day = {start + i * day_us: {"batch": 0, "standard": 0} for i in range(days)}
     by_model: dict[tuple[str, str], dict[str, Any]] = {}
@@ -253,7 +291,7 @@ async def usage(request: Request) -> Response:
         entry["requests"] += int(requests)
     return json_response(
         {
-            "workspace": state.get("workspace_name"),
+            "workspace": workspace_name,
             "days": [{"date": (to_rfc3339(day) or "")[:10], **counts} for day, counts in sorted(per_day.items())],
             "by_model": sorted(by_model.values(), key=lambda e: (e["model"], e["service_tier"])),
         }

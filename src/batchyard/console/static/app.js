@@ -4,10 +4,12 @@
 
 const TYPES = ["succeeded", "errored", "canceled", "expired"];
 const KEY_STORE = "batchyard.key";
+const WORKSPACE_STORE = "batchyard.workspace";
 const view = document.getElementById("view");
 const banner = document.getElementById("banner");
 let timer = null;
 let keysRequired = false;
+let admin = false; // an admin key reads any workspace (the one picked), and changes nothing
 
 // -- plumbing -------------------------------------------------------------------------
 
@@ -39,7 +41,14 @@ class ApiError extends Error {
   }
 }
 
+function workspaceId() {
+  return sessionStorage.getItem(WORKSPACE_STORE) || "";
+}
+
 async function api(path, options = {}) {
+  if (admin && path.startsWith("/console/api/") && !path.startsWith("/console/api/info") && workspaceId()) {
+    path += `${path.includes("?") ? "&" : "?"}workspace_id=${encodeURIComponent(workspaceId())}`;
+  }
   const headers = { "anthropic-version": "2023-06-01", ...(options.headers || {}) };
   headers["x-api-key"] = key() || "console";
   const response = await fetch(path, { ...options, headers });
@@ -117,19 +126,53 @@ function showKeyForm(force) {
   keyForget.hidden = !key();
 }
 
-keyForm.addEventListener("submit", (event) => {
+keyForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   sessionStorage.setItem(KEY_STORE, keyInput.value.trim());
   keyInput.value = "";
   showKeyForm(false);
+  await loadInfo();
   route();
 });
 
-keyForget.addEventListener("click", () => {
+keyForget.addEventListener("click", async () => {
   sessionStorage.removeItem(KEY_STORE);
   showKeyForm(true);
+  await loadInfo();
   route();
 });
+
+// -- workspace (admin keys) ------------------------------------------------------------
+
+const workspaceSelect = document.getElementById("workspace-select");
+
+function showWorkspaces(workspaces) {
+  admin = workspaces !== null;
+  workspaceSelect.hidden = !admin;
+  for (const link of document.querySelectorAll('[data-nav="models"]')) link.hidden = admin; // /v1 takes no admin key
+  if (!admin) return;
+  const ids = workspaces.map((w) => w.id);
+  if (!ids.includes(workspaceId()) && ids.length) sessionStorage.setItem(WORKSPACE_STORE, ids[0]);
+  workspaceSelect.replaceChildren(...workspaces.map((w) =>
+    el("option", { value: w.id, selected: w.id === workspaceId(), text: w.archived ? `${w.name} (archived)` : w.name })));
+}
+
+workspaceSelect.addEventListener("change", () => {
+  sessionStorage.setItem(WORKSPACE_STORE, workspaceSelect.value);
+  samples.clear();
+  route();
+});
+
+async function loadInfo() {
+  try {
+    const info = await api("/console/api/info");
+    keysRequired = info.keys_required;
+    showWorkspaces(info.admin ? info.workspaces : null);
+  } catch (error) {
+    keysRequired = error.status === 401;
+    showWorkspaces(null);
+  }
+}
 
 // -- batch list ------------------------------------------------------------------------
 
@@ -439,12 +482,7 @@ async function route() {
 }
 
 async function start() {
-  try {
-    const info = await api("/console/api/info");
-    keysRequired = info.keys_required;
-  } catch (error) {
-    keysRequired = error.status === 401;
-  }
+  await loadInfo();
   showKeyForm(false);
   window.addEventListener("hashchange", () => { samples.clear(); route(); });
   await route();
