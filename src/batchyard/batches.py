@@ -20,6 +20,7 @@ from typing import IO
 
 from .config import Settings
 from .files import Files
+from .idempotency import IDEMPOTENCY_TTL_US, created_once, key_reused
 from .openai_batches import OpenAIBatches
 from .outcomes import Decision, OutcomePolicy, Report
 from .protocol import batches as wire
@@ -33,6 +34,7 @@ from .store.batches import (
     BatchStore,
     ClaimableBatch,
     ClaimedRequest,
+    IdempotencyKey,
     QueueFigures,
     QueueFull,
     ReadyRow,
@@ -43,6 +45,7 @@ from .store.notify import Notice, Notifier
 from .store.schema import RequestState
 
 log = logging.getLogger("batchyard.batches")
+
 
 INGEST_CHUNK = 500
 RESULTS_PAGE = 2000
@@ -153,10 +156,29 @@ class Batches:
         *,
         queue_limit: int | None = None,
         key_id: str | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> BatchRecord:
         """Read, check and store a whole batch in one transaction; nothing of a bad body
         is written. ``queue_limit`` caps the requests of the workspace's unfinished batches,
-        this one included."""
+        this one included. With ``idempotency``, a create with a key already used answers
+        with that key's batch."""
+        return await created_once(
+            self.store,
+            idempotency,
+            lambda: self._create(workspace_id, api_version, body, queue_limit, key_id, idempotency),
+            lambda batch_id: self.get(workspace_id, batch_id),
+            lambda key: ApiError("conflict_error", key_reused(key), retryable=False),
+        )
+
+    async def _create(
+        self,
+        workspace_id: str,
+        api_version: str,
+        body: IO[bytes],
+        queue_limit: int | None,
+        key_id: str | None,
+        idempotency: IdempotencyKey | None,
+    ) -> BatchRecord:
         reader = BatchBodyReader(body, self.settings.batches.max_requests)
         now = self.clock()
         record = BatchRecord.started(
@@ -172,7 +194,7 @@ class Batches:
                 yield lines
 
         try:
-            await self.store.create_batch(record, chunks(), queue_limit=queue_limit)
+            await self.store.create_batch(record, chunks(), queue_limit=queue_limit, idempotency=idempotency)
         except QueueFull as exc:
             raise ApiError(
                 "rate_limit_error",
@@ -453,6 +475,8 @@ class Batches:
         loop_time = asyncio.get_running_loop().time()
         archive_due = loop_time - self._last_archive_sweep >= min(ARCHIVE_SWEEP_EVERY, self.settings.batches.archive_after)
         cutoff = now - seconds_to_us(self.settings.batches.archive_after)
+        if archive_due:
+            await self.store.forget_idempotency_keys(now - IDEMPOTENCY_TTL_US)  # a day old: they name nothing
         if not await self.store.sweep_needed(now, cutoff if archive_due else None):
             if archive_due:
                 self._last_archive_sweep = loop_time

@@ -382,6 +382,69 @@ def keys_disable(key_id: str, database_url: str | None) -> None:
     click.echo(f"key {key_id} disabled")
 
 
+@main.group()
+def webhooks() -> None:
+    """Webhook endpoints: those made through the Admin API and those in the config file."""
+
+
+@webhooks.command("list")
+@_database_option
+@click.option("--config", "config_path", default=None, type=click.Path(path_type=Path), help="TOML config file [BATCHYARD_CONFIG]")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per endpoint.")
+def webhooks_list(database_url: str | None, config_path: Path | None, as_json: bool) -> None:
+    """Endpoints with their source, state, events, workspace and deliveries: those in the
+    database (made through the Admin API, or declared in the config file of a server that
+    started), and those of --config that no server has started with yet (state
+    ``declared``). Nothing is written."""
+    import orjson
+
+    settings = _settings(database_url=database_url, config_path=config_path)
+    _prepare_database(settings)
+    rows = asyncio.run(_webhook_rows(settings))
+    if as_json:
+        for row in rows:
+            click.echo(orjson.dumps(row).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "source", "state", "url", "events", "workspace", "delivered", "pending", "failed")
+    for row in rows:
+        table.add_row(
+            row["id"], row["source"], row["state"], row["url"], ", ".join(row["enabled_events"]),
+            row["workspace_id"] or "(all)", *(str(row["deliveries"][k]) for k in ("delivered", "pending", "failed")),
+        )
+    Console().print(table)
+
+
+async def _webhook_rows(settings: Settings) -> list[dict[str, Any]]:
+    from .protocol import webhooks as wire
+    from .store.webhooks import WebhookStore
+    from .webhooks import config_endpoint_id
+
+    none = {"delivered": 0, "pending": 0, "failed": 0}
+    db = Database(parse_database_url(settings.database_url))
+    try:
+        store = WebhookStore(db)
+        per_endpoint = await store.delivery_counts_by_endpoint()
+        rows: list[dict[str, Any]] = []
+        for record in await store.endpoints():
+            shown = wire.endpoint(record)
+            shown["deliveries"] = per_endpoint.get(record.id, none)
+            rows.append(shown)
+        known = {row["id"] for row in rows}
+        for declared in settings.webhooks:
+            if config_endpoint_id(declared) not in known:
+                rows.append({
+                    "id": config_endpoint_id(declared), "source": "config", "state": "declared", "url": declared.url,
+                    "enabled_events": declared.events or list(wire.BATCH_EVENTS), "workspace_id": declared.workspace,
+                    "name": declared.name, "deliveries": none,
+                })  # fmt: skip
+        return rows
+    finally:
+        await db.close()
+
+
 # -- the client: batches on any server ---------------------------------------------------
 
 

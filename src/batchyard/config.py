@@ -51,6 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .backends import registry
 from .backends.llamacpp import BUNDLED_MODEL_ID, bundled_model_path, llamacpp_available
+from .protocol import webhooks as hooks
+from .protocol.errors import ApiError
 from .routes import ListedModel, Prices, Route, route_for
 
 DEFAULT_DATABASE_URL = "sqlite:///batchyard.db"
@@ -123,6 +125,30 @@ class UsageSettings(_Strict):
     batch_discount: float = Field(default=0.5, ge=0, le=1)  # batch lines cost this much less (0.5: half price)
 
 
+class WebhookDelivery(_Strict):
+    """How webhook events are delivered (``[webhook_delivery]``)."""
+
+    allow_private_networks: bool = False  # loopback, private and link-local targets are refused unless set
+    max_age: float = Field(default=86400.0, gt=0)  # seconds to keep retrying an event
+    timeout: float = Field(default=10.0, gt=0)  # seconds per attempt, connect to last byte of the answer's head
+    retry_base: float = Field(default=2.0, gt=0)  # seconds before the first retry; doubled each time (with jitter)
+    retry_cap: float = Field(default=3600.0, gt=0)  # seconds between retries at most
+    concurrency: int = Field(default=32, ge=1)  # attempts in flight per engine
+    per_endpoint: int = Field(default=4, ge=1)  # attempts in flight per endpoint per engine
+    poll_interval: float = Field(default=0.5, gt=0)  # seconds between looks for due deliveries
+
+
+class WebhookEndpointConfig(_Strict):
+    """One ``[[webhooks]]`` table: an endpoint declared in the config file."""
+
+    url: str
+    secret: str
+    workspace: str | None = None  # a workspace's name: only its batches
+    events: list[str] | None = None  # default: every batch event
+    name: str = ""
+    description: str = ""
+
+
 class ServerLimits(_Strict):
     max_message_bytes: int = 32 * 1024 * 1024
     stream_ping_interval: float = 10.0  # seconds of silence in a stream before a ping
@@ -186,6 +212,8 @@ class Settings:
     rate_limits: RateLimits = field(default_factory=RateLimits)
     files: FileLimits = field(default_factory=FileLimits)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    webhook_delivery: WebhookDelivery = field(default_factory=WebhookDelivery)
+    webhooks: list[WebhookEndpointConfig] = field(default_factory=list)
     routes: list[Route] = field(default_factory=default_routes)
     require_keys: bool = False
     # Set for each process of `serve --workers N` (not from the config file): processes that
@@ -200,7 +228,13 @@ class Settings:
 
 # -- loading -----------------------------------------------------------------------
 
-_TOP_LEVEL = {"public_url", "database_url", "batches", "engine", "limits", "rate_limits", "files", "usage", "models"}
+_TOP_LEVEL = {
+    "public_url", "database_url", "batches", "engine", "limits", "rate_limits", "files", "usage", "models",
+    "webhook_delivery", "webhooks",
+}  # fmt: skip
+
+
+_ARRAYS = {"models", "webhooks"}  # arrays of tables: [[models]], [[webhooks]]
 
 
 def _key_line(text: str, table: str | None, key: str, occurrence: int = 0) -> int | None:
@@ -228,7 +262,10 @@ def _key_line(text: str, table: str | None, key: str, occurrence: int = 0) -> in
 def _fail(path: Path, text: str, table: str | None, key: str, message: str, occurrence: int = 0) -> ConfigError:
     line = _key_line(text, table, key, occurrence)
     where = f"{path}:{line}" if line else str(path)
-    shown = f"[{table}].{key}" if table and table != "models" else (f"models[{occurrence}].{key}" if table else key)
+    if table in _ARRAYS:
+        shown = f"{table}[{occurrence}].{key}"
+    else:
+        shown = f"[{table}].{key}" if table else key
     return ConfigError(f"{where}: {shown}: {message}")
 
 
@@ -278,11 +315,48 @@ def load_config_file(path: Path, settings: Settings) -> None:
         settings.files = _validate_section(path, text, "files", FileLimits, data["files"])
     if "usage" in data:
         settings.usage = _validate_section(path, text, "usage", UsageSettings, data["usage"])
+    if "webhook_delivery" in data:
+        settings.webhook_delivery = _validate_section(
+            path, text, "webhook_delivery", WebhookDelivery, data["webhook_delivery"]
+        )
+    if "webhooks" in data:
+        tables = data["webhooks"]
+        if not isinstance(tables, list):
+            raise _fail(path, text, None, "webhooks", "must be an array of tables: write [[webhooks]]")
+        settings.webhooks = [_parse_webhook(path, text, i, table) for i, table in enumerate(tables)]
     if "models" in data:
         tables = data["models"]
         if not isinstance(tables, list):
             raise _fail(path, text, None, "models", "must be an array of tables: write [[models]]")
         settings.routes = [_parse_route(path, text, i, table) for i, table in enumerate(tables)]
+
+
+def _parse_webhook(path: Path, text: str, index: int, table: Any) -> WebhookEndpointConfig:
+    def fail(key: str, message: str) -> ConfigError:
+        return _fail(path, text, "webhooks", key, message, occurrence=index)
+
+    if not isinstance(table, dict):
+        raise fail("", "must be a table")
+    try:
+        declared = WebhookEndpointConfig.model_validate(table)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        raise fail(key, "unknown key" if err["type"] == "extra_forbidden" else err["msg"]) from None
+    try:
+        hooks.check_url(declared.url)
+    except ApiError as exc:
+        raise fail("url", exc.message.removeprefix("url: ")) from None
+    try:
+        hooks.secret_key(declared.secret)
+    except ValueError as exc:
+        raise fail("secret", str(exc)) from None
+    for event in declared.events or []:
+        if event not in hooks.BATCH_EVENTS:
+            raise fail("events", f"unknown event {event!r} (known: {', '.join(hooks.BATCH_EVENTS)})")
+    if declared.events is not None and not declared.events:
+        raise fail("events", "lists no event: leave it out for every batch event")
+    return declared
 
 
 def _parse_route(path: Path, text: str, index: int, table: Any) -> Route:

@@ -112,6 +112,14 @@ class Metrics:
             "batchyard_tokens_total",
             "Tokens used, by workspace, model, service tier (batch/standard) and type, as this process recorded them.",
         )
+        self.webhook_attempts = Counter(
+            "batchyard_webhook_attempts_total",
+            "Webhook delivery attempts by outcome (delivered, http_error, error, refused).",
+        )
+        self.webhook_latency = Histogram("batchyard_webhook_attempt_duration_seconds", "Webhook delivery attempt time.")
+        self.webhook_deliveries = Counter(
+            "batchyard_webhook_deliveries_total", "Webhook deliveries finished, by result (delivered, failed: given up)."
+        )
 
     def render(self) -> list[str]:
         lines: list[str] = []
@@ -125,6 +133,9 @@ class Metrics:
             self.stale_outcomes,
             self.client_disconnects,
             self.tokens,
+            self.webhook_attempts,
+            self.webhook_latency,
+            self.webhook_deliveries,
         ):
             lines += metric.render()
         return lines

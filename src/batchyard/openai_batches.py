@@ -26,15 +26,18 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .files import Files
+from .idempotency import created_once, key_reused
 from .protocol import openai_batches as wire
+from .protocol import webhooks as hooks
 from .protocol.batch_create import BatchLine
 from .protocol.errors import ApiError
 from .protocol.files import FileProblem
-from .protocol.ids import is_openai_batch_id, new_openai_batch_id
+from .protocol.ids import is_openai_batch_id, new_event_id, new_openai_batch_id
 from .protocol.timestamps import seconds_to_us
-from .store.batches import BatchRecord, QueueFull
+from .store.batches import BatchRecord, IdempotencyKey, QueueFull
 from .store.notify import Notice
 from .store.schema import RequestState
+from .store.webhooks import OutboxEvent
 
 if TYPE_CHECKING:
     from .batches import Batches
@@ -70,11 +73,41 @@ class OpenAIBatches:
     # -- the API side ------------------------------------------------------------------
 
     async def create(
-        self, workspace_id: str, body: Any, *, queue_limit: int | None = None, key_id: str | None = None
+        self,
+        workspace_id: str,
+        body: Any,
+        *,
+        queue_limit: int | None = None,
+        key_id: str | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> BatchRecord:
         """Check the create body, read the input file line by line and store the batch with
         every line in one transaction. A file with bad lines makes a ``failed`` batch (no
-        lines stored) whose errors name them."""
+        lines stored) whose errors name them. With ``idempotency``, a create with a key
+        already used answers with that key's batch."""
+        return await created_once(
+            self.store,
+            idempotency,
+            lambda: self._create(workspace_id, body, queue_limit, key_id, idempotency),
+            lambda batch_id: self.get(workspace_id, batch_id),
+            lambda key: ApiError(
+                "invalid_request_error", key_reused(key), status=409, retryable=False, code="idempotency_key_reused"
+            ),
+        )
+
+    def _event(self, record: BatchRecord, event_type: str, now: int) -> OutboxEvent:
+        event_id = new_event_id(now // 1000)
+        payload = hooks.openai_batch_event(event_id, now, event_type, record.id)
+        return OutboxEvent(event_id, event_type, record.workspace_id, record.id, payload, now)
+
+    async def _create(
+        self,
+        workspace_id: str,
+        body: Any,
+        queue_limit: int | None,
+        key_id: str | None,
+        idempotency: IdempotencyKey | None,
+    ) -> BatchRecord:
         params = wire.parse_create(body)
         try:
             source = await self.files.get(workspace_id, params.input_file_id)
@@ -125,7 +158,7 @@ class OpenAIBatches:
             record.details = orjson.dumps(details)
 
         try:
-            await self.store.create_batch(record, chunks(), queue_limit=queue_limit)
+            await self.store.create_batch(record, chunks(), queue_limit=queue_limit, idempotency=idempotency)
         except _InputFailed:
             errors = reader.errors or [
                 {"code": "empty_file", "line": None, "message": "The input file has no requests.", "param": None}
@@ -138,7 +171,9 @@ class OpenAIBatches:
                 return
                 yield  # (an async generator with no lines)
 
-            await self.store.create_batch(record, nothing())
+            await self.store.create_batch(
+                record, nothing(), idempotency=idempotency, events=[self._event(record, "batch.failed", now)]
+            )
             log.info("batch failed validation", extra={"batch_id": record.id, "bad_lines": reader.bad_lines})
             return record
         except QueueFull as exc:
@@ -260,9 +295,13 @@ class OpenAIBatches:
                 error_id = errors.id
                 written.append(errors.id)
             details["usage"] = usage.wire()
+            now = self.batches.clock()
+            record.finalized_at = now  # (a copy read for this write: its status once recorded)
+            event = hooks.openai_event_type(wire.status_of(record, details))
+            events = [self._event(record, event, now)] if event is not None else []
             # Shielded: a commit that lands while this task is cancelled must still count.
             recorded = await asyncio.shield(
-                self.store.set_outputs(record.id, output_id, error_id, orjson.dumps(details), self.batches.clock())
+                self.store.set_outputs(record.id, output_id, error_id, orjson.dumps(details), now, events)
             )
         finally:
             if not recorded and written:

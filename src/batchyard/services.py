@@ -13,6 +13,7 @@ from .batches import Batches
 from .config import Settings
 from .engine.dispatcher import Engine, make_limiters
 from .engine.limits import RouteLimiter
+from .engine.upkeep import guarded
 from .files import Files, sweep_forever
 from .keys import KeyRing, flush_usage_forever, forget_disabled_keys
 from .messages import Messages
@@ -25,6 +26,7 @@ from .store.keys import KeyStore
 from .store.notify import Notifier, PostgresNotifier, RelayNotifier
 from .usage import UsageRecorder
 from .usage import flush_forever as flush_usage_of
+from .webhooks import WebhookSender, declare_config_endpoints
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Services:
     files: Files
     engine: Engine | None = None
     engine_lock: SoleEngineLock | None = None
+    webhooks: WebhookSender | None = None  # with the engine: delivers webhook events
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -49,6 +52,8 @@ class Services:
         await asyncio.gather(*self.background, return_exceptions=True)
         if self.engine is not None:
             await self.engine.stop()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         with contextlib.suppress(Exception):
             await self.keys.flush_usage()
         if self.messages.usage is not None:
@@ -115,12 +120,16 @@ async def open_services(
             files=files,
             engine_lock=lock,
         )
+        await declare_config_endpoints(batch_store.webhooks, services.keys.store, settings.webhooks)
         if run_engine:
             engine = Engine(
                 batches, router, settings.engine, notifier, metrics, limiters=limiters, files=services.files
             )
             await engine.start(sole_engine=lock is not None)
             services.engine = engine
+            if lock is not None:
+                await batch_store.webhooks.release_leases()  # the only engine: any lease is a dead run's
+            services.webhooks = WebhookSender(batch_store.webhooks, settings.webhook_delivery, metrics)
     except BaseException:
         for close in reversed(opened):
             with contextlib.suppress(Exception):
@@ -135,6 +144,11 @@ async def open_services(
     services.background.append(asyncio.create_task(sweep_forever(services.files, db), name="files-sweep"))
     if services.messages.usage is not None:
         services.background.append(asyncio.create_task(flush_usage_of(services.messages.usage), name="usage"))
+    if services.webhooks is not None:
+        sender = services.webhooks
+        services.background.append(
+            asyncio.create_task(guarded("webhooks", sender.run, lambda: False), name="webhooks")
+        )
     # What exists now (modules, models, routes, connections) lives as long as the process.
     # Frozen, the collector's full passes stop walking it: they took ~100 ms on a busy
     # engine, a stall of the event loop each time; with it frozen, under 10 ms.

@@ -20,6 +20,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from support.helpers import make_client, simple_params, wait_for_end, wait_until
+from support.receiver import Receiver
 from support.server import ROOT, ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -321,7 +322,12 @@ def test_an_admin_key_picks_a_workspace_and_reads_its_batches(browser: Browser, 
 
     keys = {name: cli("--workspace", name) for name in ("alpha", "beta")}
     admin_key = cli("--admin", "--name", "ops")
-    server = ServerProcess(url, config_text=CONFIG, workdir=tmp_path)
+    receiver = Receiver(fail_first=1).start()
+    hooks = (
+        "[webhook_delivery]\nallow_private_networks = true\nretry_base = 0.2\n\n"
+        f'[[webhooks]]\nurl = "{receiver.url}"\nsecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\nname = "ops hook"\n\n'
+    )
+    server = ServerProcess(url, config_text=hooks + CONFIG, workdir=tmp_path)
     server.start()
     context = browser.new_context()
     page = context.new_page()
@@ -346,6 +352,17 @@ def test_an_admin_key_picks_a_workspace_and_reads_its_batches(browser: Browser, 
         expect(page.locator("#view")).to_contain_text("1 succeeded")
         expect(page.locator("#banner")).to_be_hidden()
         shot(page, "console-admin.png")
+
+        # The organization's webhooks: the endpoint, and each batch's failed then good attempt.
+        wait_until(lambda: len(receiver.received) >= 3, timeout=30, what="the webhook attempts")
+        page.locator('[data-nav="webhooks"]').click()
+        expect(page.locator("#webhook-endpoints tbody tr")).to_have_count(1)
+        expect(page.locator("#webhook-endpoints")).to_contain_text("ops hook")
+        expect(page.locator("#webhook-attempts")).to_contain_text("500 in")
+        expect(page.locator('[data-deliveries="delivered"]')).to_have_text("2 delivered")
+        assert page.locator("#webhook-attempts tbody tr").count() == 3
+        shot(page, "console-webhooks.png")
     finally:
         context.close()
         server.stop()
+        receiver.stop()

@@ -4,10 +4,7 @@ who may call what."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,23 +17,17 @@ import pytest
 
 from batchyard.api import admin as admin_routes
 from support.databases import create_postgres_database, drop_postgres_database
-from support.helpers import KILL_CONFIG, make_client, make_key, simple_params, wait_for_end, wait_until
+from support.helpers import (
+    KILL_CONFIG,
+    admin_client,
+    make_admin_key,
+    make_client,
+    make_key,
+    simple_params,
+    wait_for_end,
+    wait_until,
+)
 from support.server import ServerProcess
-
-
-def make_admin_key(database_url: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "batchyard", "keys", "create", "--admin", "--name", "ops", "--database", database_url],
-        capture_output=True, text=True, timeout=60, cwd=cwd, env={**os.environ},
-    )
-    assert done.returncode == 0, done.stderr
-    secret = done.stdout.strip()
-    assert secret.startswith("sk-by-admin-")
-    return secret
-
-
-def admin_client(url: str, key: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=url, api_key=key, max_retries=0, _strict_response_validation=True)
 
 
 def works(url: str, key: str) -> bool:

@@ -104,3 +104,39 @@ def test_two_engines_finishing_the_last_two_requests_end_the_batch_once() -> Non
     finally:
         drop_postgres_database(url)
     assert rounds == [(1, "ended", 2)] * 25
+
+
+def test_an_idempotency_key_names_its_batch_for_a_day_then_is_free(fresh_database_url: str) -> None:
+    from batchyard.idempotency import IDEMPOTENCY_TTL_US, idempotency_key
+    from batchyard.protocol.errors import ApiError
+
+    async def scenario() -> None:
+        db = Database(parse_database_url(fresh_database_url))
+        await migrate.upgrade(db)
+        try:
+            now = [10**15]
+            store = BatchStore(db, clock=lambda: now[0])
+            batches = Batches(store, Settings(), Notifier())
+            body = orjson.dumps({"requests": [{"custom_id": "only", "params": {"model": "m"}}]})
+
+            def key(digest: str = "d1") -> object:
+                return idempotency_key("nightly", "default", "anthropic", digest, now[0])
+
+            first = await batches.create("default", "2023-06-01", io.BytesIO(body), idempotency=key())  # type: ignore[arg-type]
+            now[0] += IDEMPOTENCY_TTL_US - 1
+            again = await batches.create("default", "2023-06-01", io.BytesIO(body), idempotency=key())  # type: ignore[arg-type]
+            assert again.id == first.id
+            try:
+                await batches.create("default", "2023-06-01", io.BytesIO(body), idempotency=key("d2"))  # type: ignore[arg-type]
+                raise AssertionError("a reused key with another body must be refused")
+            except ApiError as exc:
+                assert exc.status == 409 and not exc.retryable
+            now[0] += 2  # a day and a microsecond after the first: the key is free again
+            later = await batches.create("default", "2023-06-01", io.BytesIO(body), idempotency=key("d2"))  # type: ignore[arg-type]
+            assert later.id != first.id
+            await store.forget_idempotency_keys(now[0] + 1)
+            assert await store.idempotent_batch(key("d2")) is None  # type: ignore[arg-type]
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())

@@ -86,6 +86,21 @@ def make_key(workspace: str, database_url: str, cwd: Path) -> str:
 # Ten kills may catch the same line running three times: with the default of three lost
 # workers that line would rightly end as a poison line. These tests are about nothing lost
 # and nothing twice, so no line here can reach the limit (poison lines: test_engine.py).
+def make_admin_key(database_url: str, cwd: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "batchyard", "keys", "create", "--admin", "--name", "ops", "--database", database_url],
+        capture_output=True, text=True, timeout=60, cwd=cwd, env={**os.environ},
+    )
+    assert done.returncode == 0, done.stderr
+    secret = done.stdout.strip()
+    assert secret.startswith("sk-by-admin-")
+    return secret
+
+
+def admin_client(url: str, key: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=url, api_key=key, max_retries=0, _strict_response_validation=True)
+
+
 KILL_CONFIG = """
 [engine]
 lease = 2

@@ -48,7 +48,7 @@ def _store(request: Request) -> KeyStore:
     return services(request).keys.store
 
 
-async def _body(request: Request) -> dict[str, object]:
+async def json_object(request: Request) -> dict[str, object]:
     svc = services(request)
     body = await read_json(request, BODY_BYTES, svc.settings.limits.body_timeout)
     if not isinstance(body, dict):
@@ -74,7 +74,7 @@ async def organization(request: Request) -> Response:
 
 
 async def create_workspace(request: Request) -> Response:
-    body = await _body(request)
+    body = await json_object(request)
     if "name" not in body:
         raise invalid_request("name: Field required")
     name = wire.workspace_name(body["name"])
@@ -111,7 +111,7 @@ async def retrieve_workspace(request: Request) -> Response:
 
 async def update_workspace(request: Request) -> Response:
     workspace_id = _workspace_param(request)
-    body = await _body(request)
+    body = await json_object(request)
     store = _store(request)
     record = await store.workspace(workspace_id)
     if record is None:
@@ -163,7 +163,7 @@ async def retrieve_api_key(request: Request) -> Response:
 
 async def update_api_key(request: Request) -> Response:
     key_id = _key_param(request)
-    name, status = wire.key_update(await _body(request))
+    name, status = wire.key_update(await json_object(request))
     store = _store(request)
     record = await store.key(key_id)
     if record is None:
@@ -214,7 +214,7 @@ async def list_workspace_rate_limits(request: Request) -> Response:
 async def update_workspace_rate_limit(request: Request) -> Response:
     workspace_id = await _workspace_or_404(request)
     rate_limit_id = request.path_params["rate_limit_id"]
-    limiter, value = wire.rate_limit_update(rate_limit_id, await _body(request))
+    limiter, value = wire.rate_limit_update(rate_limit_id, await json_object(request))
     await _store(request).set_limits(workspace_id, {limiter: value}, now_us())
     await _reread_keys(request)
     own = services(request).keys.limits.get(workspace_id, {})

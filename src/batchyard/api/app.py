@@ -29,6 +29,7 @@ from . import models as model_routes
 from . import observability
 from . import openai_batches as openai_batch_routes
 from . import openai_chat as chat_routes
+from . import webhooks as webhook_routes
 from .auth import Auth
 from .middleware import ApiMiddleware
 from .ratelimit import SharedRequestLimiter
@@ -102,6 +103,7 @@ def create_app(
             *complete_routes.routes,
             *model_routes.routes,
             *admin_routes.routes,
+            *webhook_routes.routes,
             *observability.routes,
             *console_routes.routes,
         ],

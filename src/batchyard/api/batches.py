@@ -3,14 +3,18 @@ method, and shapes the answer."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from ..idempotency import HEADER as idempotency_header
+from ..idempotency import body_digest, idempotency_key
 from ..protocol import batches as wire
 from ..protocol.errors import invalid_request
+from ..protocol.timestamps import now_us
 from .bodies import spool_body
 from .responses import json_response, page_response
 from .state import services
@@ -48,8 +52,18 @@ async def create_batch(request: Request) -> Response:
         _, queue_limit = svc.keys.limits_for(state["workspace_id"], state["workspace_name"], svc.settings.rate_limits)
     body = await spool_body(request, svc.settings.batches.max_bytes, svc.settings.limits.body_timeout)
     with body:
+        idempotency = None
+        raw_key = request.headers.get(idempotency_header)
+        if raw_key is not None:
+            digest = await asyncio.to_thread(body_digest, body)
+            idempotency = idempotency_key(raw_key, workspace_id, "anthropic", digest, now_us())
         record = await svc.batches.create(
-            workspace_id, version, body, queue_limit=queue_limit or None, key_id=request.scope["state"].get("key_id")
+            workspace_id,
+            version,
+            body,
+            queue_limit=queue_limit or None,
+            key_id=request.scope["state"].get("key_id"),
+            idempotency=idempotency,
         )
     return json_response(batch_body(request, record))
 

@@ -48,7 +48,15 @@ async def send_error(
 
 
 def _creates_a_batch(scope: Scope) -> bool:
-    return scope.get("method") == "POST" and scope.get("path", "").rstrip("/") == "/v1/messages/batches"
+    return scope.get("method") == "POST" and scope.get("path", "").rstrip("/") in ("/v1/messages/batches", "/v1/batches")
+
+
+def _blind_retry_unsafe(scope: Scope) -> bool:
+    """A create that failed after its batch was stored must not be retried blindly: without
+    an ``Idempotency-Key`` a retry could make a second batch; with one it finds the first."""
+    if not _creates_a_batch(scope):
+        return False
+    return not any(name.lower() == b"idempotency-key" for name, _ in scope.get("headers", []))
 
 
 def _handler(scope: Scope) -> str:
@@ -122,8 +130,9 @@ class ApiMiddleware:
                     log.exception("error after the response started", extra={"request_id": request_id})
                 return
             # A create that failed after its batch was stored must not be retried blindly
-            # (the SDKs send no idempotency key), so a create's 5xx says: don't retry.
-            retry = not _creates_a_batch(scope)
+            # (the SDKs send no idempotency key), so a create's 5xx says: don't retry
+            # (unless it carries an Idempotency-Key: then its retry is safe, and says so).
+            retry = not _blind_retry_unsafe(scope)
             if is_database_outage(exc):
                 log.error("database unavailable", extra={"request_id": request_id, "error": type(exc).__name__})
                 await fail(ApiError("api_error", "The database is unavailable; try again shortly.", status=503, retryable=retry))

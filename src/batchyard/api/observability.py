@@ -47,6 +47,17 @@ async def metrics(request: Request) -> Response:
         lines += gauge_lines(
             "batchyard_batches", "Batches by processing status.", {(("status", k),): v for k, v in figures.batches.items()}
         )
+    try:
+        deliveries = await svc.batches.store.webhooks.delivery_counts()
+    except Exception:
+        deliveries = None
+    if deliveries is not None:
+        names = {0: "pending", 1: "delivered", 2: "failed"}
+        lines += gauge_lines(
+            "batchyard_webhook_deliveries",
+            "Webhook deliveries in the outbox by state (pending: still to be delivered).",
+            {(("state", names[k]),): deliveries.get(k, 0) for k in names},
+        )
     if svc.engine is not None:
         lines += gauge_lines("batchyard_engine_in_hand", "Requests this engine holds.", {(): len(svc.engine.inflight)})
     lines += gauge_lines(

@@ -8,10 +8,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..idempotency import HEADER as idempotency_header
+from ..idempotency import idempotency_key, json_digest
 from ..openai_batches import OpenAIBatches
 from ..protocol import openai_batches as wire
 from ..protocol.errors import ApiError
 from ..protocol.files import openai_page  # (OpenAI's one list shape)
+from ..protocol.timestamps import now_us
 from .bodies import read_json
 from .responses import json_response
 from .state import services
@@ -38,8 +41,16 @@ async def create_batch(request: Request) -> Response:
         state = request.scope["state"]
         _, queue_limit = svc.keys.limits_for(state["workspace_id"], state["workspace_name"], svc.settings.rate_limits)
     openai = _lifecycle(request)
+    raw_key = request.headers.get(idempotency_header)
+    idempotency = None
+    if raw_key is not None:
+        idempotency = idempotency_key(raw_key, _workspace(request), "openai", json_digest(body), now_us())
     record = await openai.create(
-        _workspace(request), body, queue_limit=queue_limit or None, key_id=request.scope["state"].get("key_id")
+        _workspace(request),
+        body,
+        queue_limit=queue_limit or None,
+        key_id=request.scope["state"].get("key_id"),
+        idempotency=idempotency,
     )
     return json_response((await openai.views([record]))[0])
 

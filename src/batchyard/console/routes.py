@@ -26,7 +26,8 @@ from ..api.responses import json_response
 from ..api.state import services
 from ..protocol import admin as admin_wire
 from ..protocol import openai_batches as openai_wire
-from ..protocol.errors import invalid_request
+from ..protocol import webhooks as hooks_wire
+from ..protocol.errors import ApiError, invalid_request
 from ..protocol.timestamps import now_us, to_rfc3339
 from ..store.batches import BatchRecord
 
@@ -298,8 +299,48 @@ async def usage(request: Request) -> Response:
     )
 
 
+DELIVERY_STATES = {0: "pending", 1: "delivered", 2: "failed", -1: "gone"}
+
+
+async def webhooks(request: Request) -> Response:
+    """Webhook endpoints and the latest delivery attempts with their outcomes (admin keys:
+    endpoints belong to the organization)."""
+    if not _admin(request):
+        raise ApiError("permission_error", "Webhooks are the organization's: open the console with an admin key")
+    store = services(request).batches.store.webhooks
+    limit = _int(request.query_params.get("limit"), "limit", 50, 1, 500)
+    endpoints = await store.endpoints()
+    attempts = await store.recent_attempts(limit)
+    counts = await store.delivery_counts()
+    return json_response(
+        {
+            "endpoints": [
+                {k: v for k, v in hooks_wire.endpoint(e).items() if k != "type"} for e in endpoints
+            ],
+            "deliveries": {DELIVERY_STATES[state]: n for state, n in counts.items()},
+            "attempts": [
+                {
+                    "event_id": a.event_id,
+                    "event_type": a.event_type,
+                    "batch_id": a.subject,
+                    "endpoint_id": a.endpoint_id,
+                    "url": a.url,
+                    "attempt": a.attempt,
+                    "at": to_rfc3339(a.at),
+                    "duration_ms": round(a.duration_us / 1000, 1),
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "delivery": DELIVERY_STATES.get(a.delivery_state, "gone"),
+                }
+                for a in attempts
+            ],
+        }
+    )
+
+
 routes = [
     Route("/console", to_index, methods=["GET"]),
+    Route("/console/api/webhooks", webhooks, methods=["GET"]),
     Route("/console/", index, methods=["GET"]),
     Route("/console/api/info", info, methods=["GET"]),
     Route("/console/api/batches", list_batches, methods=["GET"]),

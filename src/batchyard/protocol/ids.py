@@ -84,3 +84,16 @@ def is_batch_id(value: str) -> bool:
 
 def is_openai_batch_id(value: str) -> bool:
     return OPENAI_BATCH_ID_PATTERN.match(value) is not None
+
+
+EVENT_PREFIX = "evt_"
+WEBHOOK_ENDPOINT_PREFIX = "whep_"
+
+
+def new_event_id(now_ms: int | None = None) -> str:
+    """A webhook event's id (also its ``webhook-id``), time-ordered like batch ids."""
+    return EVENT_PREFIX + new_batch_id(now_ms)[len(BATCH_PREFIX) :]
+
+
+def new_webhook_endpoint_id(now_ms: int | None = None) -> str:
+    return WEBHOOK_ENDPOINT_PREFIX + new_batch_id(now_ms)[len(BATCH_PREFIX) :]

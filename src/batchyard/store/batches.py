@@ -32,17 +32,22 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..protocol import webhooks as hooks
 from ..protocol.batch_create import BatchLine
+from ..protocol.ids import new_event_id
 from ..protocol.timestamps import now_us
 from ..protocol.usage import Tokens
 from .database import Database
-from .schema import OPEN_STATES, RequestState, batch_requests, batches
+from .schema import OPEN_STATES, RequestState, batch_requests, batches, idempotency_keys
 from .usage import UsageKey, UsageStore, merge
+from .webhooks import OutboxEvent, WebhookStore
 
 R = batch_requests
 B = batches
+K = idempotency_keys
 
 
 QUEUE_LOCK_SPACE = 0x62797175  # "byqu": advisory locks (space, workspace hash) for queue caps
@@ -50,6 +55,22 @@ QUEUE_LOCK_SPACE = 0x62797175  # "byqu": advisory locks (space, workspace hash) 
 
 class _SomeStale(Exception):
     """A fenced write matched fewer rows than it was given (SQLite's first try)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """An ``Idempotency-Key`` of a create: its key space (workspace, API), the key, the
+    body's digest, and the oldest creation time a stored key still counts from."""
+
+    workspace_id: str
+    api: str
+    key: str
+    body_hash: str
+    not_before: int
+
+
+class IdempotencyTaken(Exception):
+    """The key was stored first by another create (committed): the caller reads it."""
 
 
 class QueueFull(Exception):
@@ -286,6 +307,7 @@ class BatchStore:
         self.db = db
         self.clock = clock  # the host's clock (microseconds); tests may set their own
         self.usage = UsageStore(db)
+        self.webhooks = WebhookStore(db)
 
     def _among(self, idxs: Sequence[int]) -> tuple[Any, ...]:
         """``idx`` is one of these: bounded as a range (so the index scan is narrow), then as
@@ -303,13 +325,65 @@ class BatchStore:
     # -- batches -----------------------------------------------------------------------
 
     async def create_batch(
-        self, record: BatchRecord, chunks: AsyncIterator[list[BatchLine]], *, queue_limit: int | None = None
+        self,
+        record: BatchRecord,
+        chunks: AsyncIterator[list[BatchLine]],
+        *,
+        queue_limit: int | None = None,
+        idempotency: IdempotencyKey | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> int:
         """Insert a batch and all its requests in one transaction; return the count.
 
         ``chunks`` may raise (a bad body found late): then nothing is written. With a
-        ``queue_limit``, the workspace's unfinished requests plus these may not exceed it."""
+        ``queue_limit``, the workspace's unfinished requests plus these may not exceed it.
+        With ``idempotency`` the key is stored in the same transaction: ``IdempotencyTaken``
+        (nothing written) when another create stored it first. ``events``: webhook events of
+        a batch that is born ended (an OpenAI batch that failed validation)."""
+        try:
+            return await self._create_batch(record, chunks, queue_limit, idempotency, events)
+        except IntegrityError:
+            if idempotency is not None and await self.idempotent_batch(idempotency) is not None:
+                raise IdempotencyTaken from None
+            raise
+
+    async def idempotent_batch(self, key: IdempotencyKey) -> tuple[str, str] | None:
+        """The (batch id, body digest) stored under this key, if it still counts."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(K.c.batch_id, K.c.body_hash).where(
+                        K.c.workspace_id == key.workspace_id, K.c.api == key.api, K.c.key == key.key,
+                        K.c.created_at >= key.not_before,
+                    )
+                )
+            ).first()  # fmt: skip
+        return None if row is None else (row[0], row[1])
+
+    async def forget_idempotency_keys(self, before: int) -> None:
         async with self.db.write() as conn:
+            await conn.execute(delete(K).where(K.c.created_at < before))
+
+    async def _create_batch(
+        self,
+        record: BatchRecord,
+        chunks: AsyncIterator[list[BatchLine]],
+        queue_limit: int | None,
+        idempotency: IdempotencyKey | None,
+        events: Sequence[OutboxEvent],
+    ) -> int:
+        async with self.db.write() as conn:
+            if idempotency is not None:
+                # First, so that a second create with this key waits here (on PostgreSQL, on
+                # the key's row) before doing any work, and then finds the first's batch.
+                mine = (K.c.workspace_id == idempotency.workspace_id, K.c.api == idempotency.api, K.c.key == idempotency.key)
+                await conn.execute(delete(K).where(*mine, K.c.created_at < idempotency.not_before))  # a day old: free
+                await conn.execute(
+                    insert(K).values(
+                        workspace_id=idempotency.workspace_id, api=idempotency.api, key=idempotency.key,
+                        body_hash=idempotency.body_hash, batch_id=record.id, created_at=record.created_at,
+                    )
+                )  # fmt: skip
             count = 0
             insert_requests = insert(R)
             async for chunk in chunks:
@@ -348,6 +422,8 @@ class BatchStore:
             values = {name: getattr(record, name) for name in BatchRecord.__slots__}
             values["request_count"] = count
             await conn.execute(insert(B).values(**values))
+            if events:
+                await self.webhooks.add_in(conn, events)
             record.request_count = count
             return count
 
@@ -710,19 +786,32 @@ class BatchStore:
         if still_open is not None:
             return False
         counts = {RequestState(state).result_type: n for state, n in await conn.execute(_by_state(batch_id))}
-        result = await conn.execute(
-            update(B)
-            .where(B.c.id == batch_id, B.c.processing_status != "ended")
-            .values(
-                processing_status="ended",
-                ended_at=now,
-                succeeded=counts.get("succeeded", 0),
-                errored=counts.get("errored", 0),
-                canceled=counts.get("canceled", 0),
-                expired=counts.get("expired", 0),
+        ended = (
+            await conn.execute(
+                update(B)
+                .where(B.c.id == batch_id, B.c.processing_status != "ended")
+                .values(
+                    processing_status="ended",
+                    ended_at=now,
+                    succeeded=counts.get("succeeded", 0),
+                    errored=counts.get("errored", 0),
+                    canceled=counts.get("canceled", 0),
+                    expired=counts.get("expired", 0),
+                )
+                .returning(B.c.workspace_id, B.c.api)
             )
-        )
-        return result.rowcount == 1
+        ).first()
+        if ended is None:
+            return False
+        if ended.api == "anthropic":
+            # Its webhook event, in the transaction that ends it (an OpenAI batch's comes when
+            # its files are written: only then does its API call it ended).
+            event_id = new_event_id(now // 1000)
+            payload = hooks.message_batch_ended(event_id, now, batch_id, ended.workspace_id, counts)
+            await self.webhooks.add_in(
+                conn, [OutboxEvent(event_id, hooks.MESSAGE_BATCH_ENDED, ended.workspace_id, batch_id, payload, now)]
+            )
+        return True
 
     # -- sweeps ------------------------------------------------------------------------
 
@@ -888,16 +977,27 @@ class BatchStore:
         return [BatchRecord.from_row(r) for r in rows]
 
     async def set_outputs(
-        self, batch_id: str, output_file_id: str | None, error_file_id: str | None, details: bytes, now: int
+        self,
+        batch_id: str,
+        output_file_id: str | None,
+        error_file_id: str | None,
+        details: bytes,
+        now: int,
+        events: Sequence[OutboxEvent] = (),
     ) -> bool:
-        """Record an ended OpenAI batch's files, once: False when another writer did first."""
+        """Record an ended OpenAI batch's files, once, with its webhook ``events``: False when
+        another writer did first."""
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(B)
                 .where(B.c.id == batch_id, *_unfinalized())
                 .values(output_file_id=output_file_id, error_file_id=error_file_id, details=details, finalized_at=now)
             )
-        return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            if events:
+                await self.webhooks.add_in(conn, events)
+        return True
 
     async def live_counts(self, batch_ids: Sequence[str]) -> dict[str, dict[RequestState, int]]:
         """Requests by state of each of these (open) batches, as they stand now."""

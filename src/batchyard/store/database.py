@@ -26,6 +26,11 @@ class DatabaseUrlError(ValueError):
     pass
 
 
+# Server states that are an outage, not a bug: shut down by an admin or a crash, not
+# accepting connections yet, out of connection slots.
+OUTAGE_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
+
+
 def is_database_outage(exc: BaseException) -> bool:
     """A lost or refused database connection (restart, failover), as opposed to a bug."""
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
@@ -33,6 +38,12 @@ def is_database_outage(exc: BaseException) -> bool:
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return True
     if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError) and (
+        getattr(exc, "sqlstate", None) in OUTAGE_SQLSTATES
+        # 55000 is many things; at connect, this one: the database refuses new connections.
+        or "is not currently accepting connections" in str(exc)
+    ):
         return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and is_database_outage(cause)

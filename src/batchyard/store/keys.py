@@ -88,6 +88,10 @@ class KeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    async def workspace_named(self, name: str) -> str | None:
+        async with self.db.read() as conn:
+            return (await conn.execute(select(W.c.id).where(W.c.name == name))).scalar()
+
     async def workspace_id(self, name: str, *, new_id: str, now: int) -> str:
         """The id of the named workspace, created when it does not exist yet."""
         async with self.db.write() as conn:

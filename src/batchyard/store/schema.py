@@ -236,3 +236,97 @@ workspace_limits = Table(
     Column("max_queued_requests", Integer),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+
+class DeliveryState(IntEnum):
+    PENDING = 0  # due at next_attempt_at (or in the hands of the engine whose lease runs)
+    DELIVERED = 1  # a 2xx answer
+    FAILED = 2  # given up: past the delivery's max age
+
+
+# Webhook endpoints: made through the Admin API (``source`` "api") or declared in the config
+# file (``source`` "config", written here at start so both kinds are one table). ``events``
+# as ",a,b," (one LIKE finds a subscription on both databases); ``workspace_id`` NULL hears
+# of every workspace's batches. The secret is kept as given: it signs every delivery.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("events", Text, nullable=False),
+    Column("workspace_id", String(64)),
+    Column("secret", String(128), nullable=False),
+    Column("state", String(16), nullable=False),  # enabled | disabled
+    Column("disabled_reason", Text, nullable=False),
+    Column("source", String(16), nullable=False),  # api | config
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# The outbox: an event is written in the transaction that ends its batch, with one delivery
+# row per endpoint subscribed to it then; deliveries are leased, tried and retried from here.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", String(64), primary_key=True),  # also the webhook-id of every attempt
+    Column("type", String(64), nullable=False),
+    Column("workspace_id", String(64), nullable=False),
+    Column("subject", String(64), nullable=False),  # the batch's id
+    Column("payload", LargeBinary, nullable=False),  # the body, exactly as sent
+    Column("created_at", BigInteger, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("event_id", String(64), nullable=False),
+    Column("endpoint_id", String(64), nullable=False),
+    Column("state", SmallInteger, nullable=False, server_default=text("0")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("lease_until", BigInteger),  # an engine is trying it until then
+    Column("created_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    PrimaryKeyConstraint("event_id", "endpoint_id", name="pk_webhook_deliveries"),
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=text("state = 0"),
+        sqlite_where=text("state = 0"),
+    ),
+)
+
+# One row per attempt, for the console and for whoever asks why a receiver heard nothing.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("event_id", String(64), nullable=False),
+    Column("endpoint_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("duration_us", BigInteger, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    PrimaryKeyConstraint("event_id", "endpoint_id", "attempt", name="pk_webhook_attempts"),
+    Index("ix_webhook_attempts_at", "at"),
+)
+
+# Idempotency-Key of a batch create: a retry with the same key and body gets the same batch
+# for a day; the row is written in the create's own transaction, so two concurrent creates
+# with one key make one batch (the second waits on the key, then finds the first's).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("workspace_id", String(64), nullable=False),
+    Column("api", String(16), nullable=False),  # anthropic | openai: one key space each
+    Column("key", String(255), nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("batch_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("workspace_id", "api", "key", name="pk_idempotency_keys"),
+    Index("ix_idempotency_keys_created", "created_at"),
+)

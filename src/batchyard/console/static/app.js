@@ -150,6 +150,7 @@ function showWorkspaces(workspaces) {
   admin = workspaces !== null;
   workspaceSelect.hidden = !admin;
   for (const link of document.querySelectorAll('[data-nav="models"]')) link.hidden = admin; // /v1 takes no admin key
+  for (const link of document.querySelectorAll('[data-nav="webhooks"]')) link.hidden = !admin; // the organization's
   if (!admin) return;
   const ids = workspaces.map((w) => w.id);
   if (!ids.includes(workspaceId()) && ids.length) sessionStorage.setItem(WORKSPACE_STORE, ids[0]);
@@ -405,6 +406,45 @@ async function renderUsage() {
   schedule(route, 10000);
 }
 
+// -- webhooks (admin keys) -----------------------------------------------------------------
+
+// Endpoints, deliveries by state, and the latest attempts with what each got back.
+async function renderWebhooks() {
+  const hooks = await api("/console/api/webhooks?limit=50");
+  const counts = ["pending", "delivered", "failed"].map((state) =>
+    el("span", { class: `chip ${state === "failed" ? "errored" : state === "delivered" ? "succeeded" : "canceled"}`,
+      "data-deliveries": state, text: `${number(hooks.deliveries[state] || 0)} ${state}` }));
+  view.replaceChildren(
+    el("h1", { text: "Webhooks" }),
+    el("div", { class: "chips" }, counts),
+    el("h2", { text: "Endpoints" }),
+    hooks.endpoints.length === 0
+      ? el("p", { class: "empty", text: "No endpoints: add one with client.beta.organization.webhooks.create() or [[webhooks]] in the config file." })
+      : el("div", { class: "table-wrap" }, el("table", { id: "webhook-endpoints" },
+          el("thead", {}, el("tr", {}, ["Endpoint", "URL", "Events", "Workspace", "Source", "State"].map((h) => el("th", { text: h })))),
+          el("tbody", {}, hooks.endpoints.map((e) => el("tr", { "data-endpoint": e.id },
+            el("td", { class: "mono", text: e.name || e.id }),
+            el("td", { class: "mono", text: e.url }),
+            el("td", { text: e.enabled_events.join(", ") }),
+            el("td", { text: e.workspace_id || "all" }),
+            el("td", { text: e.source }),
+            el("td", { text: e.state })))))),
+    el("h2", { text: "Latest attempts" }),
+    hooks.attempts.length === 0
+      ? el("p", { class: "empty", text: "No delivery attempts yet." })
+      : el("div", { class: "table-wrap" }, el("table", { id: "webhook-attempts" },
+          el("thead", {}, el("tr", {}, ["When", "Event", "Batch", "URL", "Attempt", "Answer", "Delivery"].map((h) => el("th", { text: h })))),
+          el("tbody", {}, hooks.attempts.map((a) => el("tr", { "data-event": a.event_id, "data-attempt": String(a.attempt) },
+            el("td", { text: when(a.at) }),
+            el("td", { text: a.event_type }),
+            el("td", { class: "mono", text: a.batch_id }),
+            el("td", { class: "mono", text: a.url }),
+            el("td", { class: "num", text: String(a.attempt) }),
+            el("td", { text: a.status_code ? `${a.status_code} in ${a.duration_ms} ms` : (a.error || "") }),
+            el("td", { text: a.delivery })))))));
+  schedule(route, 5000);
+}
+
 // -- models -------------------------------------------------------------------------------
 
 async function renderModels() {
@@ -473,6 +513,7 @@ async function route() {
     if (match) await renderDetail(match[1], params);
     else if (path === "/models") await renderModels();
     else if (path === "/usage") await renderUsage();
+    else if (path === "/webhooks") await renderWebhooks();
     else await renderList(params);
     clearError();
   } catch (error) {

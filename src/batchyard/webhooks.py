@@ -1,0 +1,283 @@
+"""Webhook delivery: events from the outbox (``store/webhooks.py``) to the endpoints that
+subscribed to them, at least once.
+
+Every engine process runs one :class:`WebhookSender`. It claims due deliveries (a lease per
+attempt, so an engine killed mid-delivery leaves the attempt to be claimed again once the
+lease runs out), sends each in its own task with a timeout, and writes the attempt and what
+follows: delivered on a 2xx, otherwise due again after an exponential backoff with jitter
+(the first retry within seconds), until the event is ``max_age`` old. Every attempt of one
+event carries the same ``webhook-id``, so a receiver can drop the duplicates that
+at-least-once delivery allows. Attempts in flight are capped per endpoint, so a receiver
+that is slow or never answers holds at most that many of this engine's slots and never
+delays deliveries to the others.
+
+Targets are checked on the address the name resolves to, and the connection goes to that
+very address (the URL's name travels in ``Host`` and TLS SNI): a DNS name cannot smuggle in
+a loopback, private or link-local address between the check and the connection, unless
+``allow_private_networks`` is set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import random
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from . import __version__
+from .config import WebhookDelivery, WebhookEndpointConfig
+from .metrics import Metrics
+from .protocol import webhooks as wire
+from .protocol.timestamps import now_us, seconds_to_us
+from .store.keys import KeyStore
+from .store.schema import DeliveryState
+from .store.webhooks import DueDelivery, EndpointRecord, WebhookStore
+
+log = logging.getLogger("batchyard.webhooks")
+
+LEASE_SLACK = 5.0  # seconds a claimed attempt is held past its timeout
+CLOSE_GRACE = 5.0  # seconds attempts in flight may finish when the process stops
+KEEP_FINISHED = 7 * 86400  # seconds finished deliveries stay visible
+CLEANUP_EVERY = 3600.0
+MAX_ERROR = 500
+
+
+class Refused(Exception):
+    """The target is not one this server may call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    url: str  # with the checked address in place of the name
+    host: str  # the Host header
+    sni: str | None  # the TLS server name (https)
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+async def resolve(url: str, *, allow_private: bool) -> Target:
+    """Where to connect for ``url``: its name resolved once, every address it gave checked
+    (one private answer is enough to refuse: which one a client would use is not ours to
+    guess), and the first one used."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise Refused(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos))
+    if not addresses:
+        raise Refused(f"{host!r} resolves to no address")
+    if not allow_private:
+        for address in addresses:
+            if not _public(address):
+                raise Refused(
+                    f"{host} is {address}, a loopback, private or link-local address: refused "
+                    "(set [webhook_delivery] allow_private_networks = true to allow it)"
+                )
+    chosen = addresses[0]
+    shown = f"[{chosen}]" if chosen.version == 6 else str(chosen)
+    netloc = f"{shown}:{port}"
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    return Target(
+        urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
+        host_header,
+        host if parts.scheme == "https" else None,
+    )
+
+
+def retry_delay(attempt: int, settings: WebhookDelivery, rng: random.Random) -> float:
+    """Seconds before the attempt after ``attempt`` (1-based): base, 2×base, 4×base, …
+    capped, each scaled by a random factor in [0.5, 1) so that receivers that failed
+    together are not all called again at one instant."""
+    return min(settings.retry_cap, settings.retry_base * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
+
+
+class WebhookSender:
+    def __init__(self, store: WebhookStore, settings: WebhookDelivery, metrics: Metrics) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self._rng = random.Random()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, int] = {}  # endpoint -> attempts in flight here
+        self._wake = asyncio.Event()
+        self._last_cleanup = 0.0
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.timeout),
+            follow_redirects=False,
+            trust_env=False,
+            headers={"user-agent": f"batchyard-webhooks/{__version__}"},
+            limits=httpx.Limits(max_connections=settings.concurrency * 2, max_keepalive_connections=settings.concurrency),
+        )
+
+    def poke(self) -> None:
+        """Something may be due (an event was just written in this process)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.round()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def round(self) -> int:
+        """Claim what is due and room allows, and start it; returns the attempts started."""
+        if time.monotonic() - self._last_cleanup > CLEANUP_EVERY:
+            self._last_cleanup = time.monotonic()
+            await self.store.forget_before(now_us() - seconds_to_us(KEEP_FINISHED))
+        room = self.settings.concurrency - len(self._tasks)
+        if room <= 0:
+            return 0
+        now = now_us()
+        picked: list[tuple[str, str, int]] = []
+        taking = dict(self._in_flight)
+        for event_id, endpoint_id, attempts in await self.store.due(now, room * 4):
+            if len(picked) >= room or taking.get(endpoint_id, 0) >= self.settings.per_endpoint:
+                continue
+            taking[endpoint_id] = taking.get(endpoint_id, 0) + 1
+            picked.append((event_id, endpoint_id, attempts))
+        claimed = await self.store.claim(picked, now, seconds_to_us(self.settings.timeout + LEASE_SLACK))
+        for delivery in claimed:
+            self._in_flight[delivery.endpoint_id] = self._in_flight.get(delivery.endpoint_id, 0) + 1
+            task = asyncio.create_task(self._attempt(delivery), name=f"webhook-{delivery.event_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(claimed)
+
+    async def _attempt(self, delivery: DueDelivery) -> None:
+        try:
+            await self._try(delivery)
+        except Exception:
+            # Not written (the database, most likely): the lease runs out and it is tried again.
+            log.exception("a webhook attempt could not be recorded", extra={"event_id": delivery.event_id})
+        finally:
+            left = self._in_flight.get(delivery.endpoint_id, 1) - 1
+            if left:
+                self._in_flight[delivery.endpoint_id] = left
+            else:
+                self._in_flight.pop(delivery.endpoint_id, None)
+            self._wake.set()  # room for another
+
+    async def _try(self, delivery: DueDelivery) -> None:
+        started = now_us()
+        clock = time.perf_counter()
+        status: int | None = None
+        error: str | None = None
+        kind = "error"
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                target = await resolve(delivery.url, allow_private=self.settings.allow_private_networks)
+                headers = wire.sign(delivery.secret, delivery.event_id, started // 1_000_000, delivery.payload)
+                headers["host"] = target.host
+                extensions = {"sni_hostname": target.sni} if target.sni else {}
+                async with self._client.stream(
+                    "POST", target.url, content=delivery.payload, headers=headers, extensions=extensions
+                ) as answer:
+                    status = answer.status_code
+            kind = "delivered" if 200 <= status < 300 else "http_error"
+            if kind != "delivered":
+                error = f"answered {status}"
+        except Refused as exc:
+            kind, error = "refused", str(exc)
+        except TimeoutError:
+            error = f"no answer within {self.settings.timeout:g} s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        duration = time.perf_counter() - clock
+        at = now_us()
+        deadline = delivery.event_created_at + seconds_to_us(self.settings.max_age)
+        if kind == "delivered":
+            outcome, next_at = DeliveryState.DELIVERED, None
+        elif at >= deadline:
+            outcome, next_at = DeliveryState.FAILED, None
+        else:
+            delay = seconds_to_us(retry_delay(delivery.attempt, self.settings, self._rng))
+            outcome, next_at = DeliveryState.PENDING, min(at + delay, deadline)
+        self.metrics.webhook_attempts.inc(outcome=kind)
+        self.metrics.webhook_latency.observe(duration)
+        written = await self.store.record_attempt(
+            delivery,
+            at=at,
+            duration_us=int(duration * 1_000_000),
+            status_code=status,
+            error=error[:MAX_ERROR] if error else None,
+            outcome=outcome,
+            next_attempt_at=next_at,
+        )
+        if written and outcome != DeliveryState.PENDING:
+            self.metrics.webhook_deliveries.inc(result=outcome.name.lower())
+        log_extra = {"event_id": delivery.event_id, "endpoint_id": delivery.endpoint_id, "attempt": delivery.attempt}
+        if kind == "delivered":
+            log.info("webhook delivered", extra={**log_extra, "status": status})
+        else:
+            log.warning("webhook attempt failed", extra={**log_extra, "error": error, "gave_up": outcome.name == "FAILED"})
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_GRACE)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.aclose()
+
+
+# -- endpoints from the config file -------------------------------------------------------
+
+
+def config_endpoint_id(declared: WebhookEndpointConfig) -> str:
+    """A declared endpoint's id, from what it is (its URL and workspace), so that it keeps
+    its id and its pending deliveries across restarts."""
+    digest = hashlib.sha256(f"{declared.url}\n{declared.workspace or ''}".encode()).hexdigest()
+    return f"{wire.WEBHOOK_CONFIG_PREFIX}{digest[:24]}"
+
+
+async def declare_config_endpoints(store: WebhookStore, keys: KeyStore, declared: Sequence[WebhookEndpointConfig]) -> None:
+    """Write the config file's ``[[webhooks]]`` into the endpoints table (see
+    ``WebhookStore.sync_config``); a named workspace is made if it does not exist yet."""
+    from .api.auth import OPEN_WORKSPACE
+    from .keys import new_workspace_id
+
+    now = now_us()
+    records = []
+    for item in declared:
+        workspace_id = None
+        if item.workspace == OPEN_WORKSPACE and not await keys.workspace_named(item.workspace):
+            workspace_id = OPEN_WORKSPACE  # open mode's batches belong to "default" itself
+        elif item.workspace is not None:
+            workspace_id = await keys.workspace_id(item.workspace, new_id=new_workspace_id(), now=now)
+        records.append(
+            EndpointRecord(
+                id=config_endpoint_id(item),
+                url=item.url,
+                name=item.name,
+                description=item.description,
+                events=wire.events_column(item.events or list(wire.BATCH_EVENTS)),
+                workspace_id=workspace_id,
+                secret=item.secret,
+                state="enabled",
+                disabled_reason="",
+                source="config",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    await store.sync_config(records)
