@@ -1,5 +1,6 @@
 """A minimal OpenAI-compatible upstream for benchmarks: answers /v1/chat/completions after
-a fixed delay with a fixed completion. Raw ASGI on uvicorn, so it costs little CPU.
+a fixed delay with a fixed completion (as SSE chunks when the body asks for a stream). Raw
+ASGI on uvicorn, so it costs little CPU.
 
     python bench/fake_openai_upstream.py PORT LATENCY_MS
 """
@@ -24,14 +25,39 @@ BODY = orjson.dumps(
 )
 
 
+def _chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> bytes:  # type: ignore[type-arg]
+    chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": "bench",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else []}
+    if usage is not None:
+        chunk["usage"] = usage
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+STREAM = b"".join(
+    [
+        _chunk({"role": "assistant", "content": ""}),
+        *(_chunk({"content": word}) for word in ("A ", "short ", "fixed ", "answer.")),
+        _chunk({}, "stop"),
+        _chunk({}, usage={"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}),
+        b"data: [DONE]\n\n",
+    ]
+)
+
+
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     if scope["type"] != "http":
         return
     more = True
+    body = b""
     while more:
         message = await receive()
+        body += message.get("body", b"")
         more = message.get("more_body", False)
     await asyncio.sleep(LATENCY)
+    if b'"stream":true' in body.replace(b" ", b""):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": STREAM})
+        return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": BODY})
 

@@ -142,11 +142,11 @@ class WebhookEndpointConfig(_Strict):
     """One ``[[webhooks]]`` table: an endpoint declared in the config file."""
 
     url: str
-    secret: str
-    workspace: str | None = None  # a workspace's name: only its batches
+    secret: str = Field(max_length=128)
+    workspace: str | None = Field(default=None, min_length=1, max_length=128)  # a workspace's name: only its batches
     events: list[str] | None = None  # default: every batch event
-    name: str = ""
-    description: str = ""
+    name: str = Field(default="", max_length=256)
+    description: str = Field(default="", max_length=4096)
 
 
 class ServerLimits(_Strict):
@@ -324,6 +324,14 @@ def load_config_file(path: Path, settings: Settings) -> None:
         if not isinstance(tables, list):
             raise _fail(path, text, None, "webhooks", "must be an array of tables: write [[webhooks]]")
         settings.webhooks = [_parse_webhook(path, text, i, table) for i, table in enumerate(tables)]
+        seen: dict[tuple[str, str | None], int] = {}
+        for i, declared in enumerate(settings.webhooks):
+            first = seen.setdefault((declared.url, declared.workspace), i)
+            if first != i:
+                raise _fail(
+                    path, text, "webhooks", "url",
+                    f"the same url and workspace as webhooks[{first}]: list both events in one", occurrence=i,
+                )  # fmt: skip
     if "models" in data:
         tables = data["models"]
         if not isinstance(tables, list):

@@ -8,9 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import IO, Any
-
-import orjson
+from typing import IO
 
 from .protocol.errors import ApiError, invalid_request
 from .store.batches import BatchRecord, BatchStore, IdempotencyKey, IdempotencyTaken
@@ -19,6 +17,8 @@ log = logging.getLogger("batchyard.batches")
 
 HEADER = "idempotency-key"
 DIGEST_READ = 1 << 20
+IDEMPOTENCY_TTL_US = 24 * 3600 * 1_000_000  # a key names one batch for a day
+MAX_IDEMPOTENCY_KEY = 255
 
 
 def body_digest(body: IO[bytes]) -> str:
@@ -30,13 +30,6 @@ def body_digest(body: IO[bytes]) -> str:
         digest.update(chunk)
     body.seek(0)
     return digest.hexdigest()
-
-
-def json_digest(document: Any) -> str:
-    """SHA-256 of a JSON body as parsed (its keys sorted: the same request however sent)."""
-    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
-IDEMPOTENCY_TTL_US = 24 * 3600 * 1_000_000  # a key names one batch for a day
-MAX_IDEMPOTENCY_KEY = 255
 
 
 def idempotency_key(

@@ -61,9 +61,22 @@ class Target:
     sni: str | None  # the TLS server name (https)
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: the low 32 bits are an IPv4 address
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # local-use translation: could reach anything
+
+
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """An address on the public internet. IPv6 forms that carry an IPv4 address (mapped,
+    6to4, NAT64) are judged by that address: on a host with NAT64 or a 6to4 relay they reach
+    it; Teredo and local-use NAT64 are refused outright."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.teredo is not None or address in LOCAL_NAT64:
+            return False
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+        if embedded is not None:
+            return _public(embedded)
     return address.is_global and not address.is_multicast
 
 
@@ -72,15 +85,18 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
     (one private answer is enough to refuse: which one a client would use is not ours to
     guess), and the first one used."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
+    try:
+        host = (parts.hostname or "").encode("idna").decode("ascii")  # an international name in its DNS form
+    except UnicodeError:
+        raise Refused(f"{parts.hostname!r} is not a valid host name") from None
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise Refused(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+        except (OSError, UnicodeError) as exc:
+            raise Refused(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
         addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos))
     if not addresses:
         raise Refused(f"{host!r} resolves to no address")
@@ -94,7 +110,9 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
     chosen = addresses[0]
     shown = f"[{chosen}]" if chosen.version == 6 else str(chosen)
     netloc = f"{shown}:{port}"
-    host_header = parts.netloc.rsplit("@", 1)[-1]
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    if ":" in host:  # an IPv6 literal
+        host_header = f"[{host}]" if parts.port is None else f"[{host}]:{parts.port}"
     return Target(
         urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
         host_header,
@@ -119,13 +137,22 @@ class WebhookSender:
         self._in_flight: dict[str, int] = {}  # endpoint -> attempts in flight here
         self._wake = asyncio.Event()
         self._last_cleanup = 0.0
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.timeout),
-            follow_redirects=False,
-            trust_env=False,
-            headers={"user-agent": f"batchyard-webhooks/{__version__}"},
-            limits=httpx.Limits(max_connections=settings.concurrency * 2, max_keepalive_connections=settings.concurrency),
-        )
+        # One client per host name: connections go to an address, and httpx pools them by
+        # address, so hosts sharing one (a CDN) must not share a TLS connection checked for
+        # another's certificate.
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def _client(self, host: str) -> httpx.AsyncClient:
+        client = self._clients.get(host)
+        if client is None:
+            client = self._clients[host] = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.settings.timeout + 1),  # the attempt's own timeout comes first
+                follow_redirects=False,
+                trust_env=False,
+                headers={"user-agent": f"batchyard-webhooks/{__version__}"},
+                limits=httpx.Limits(max_connections=self.settings.per_endpoint * 2, max_keepalive_connections=self.settings.per_endpoint),
+            )
+        return client
 
     def poke(self) -> None:
         """Something may be due (an event was just written in this process)."""
@@ -149,12 +176,12 @@ class WebhookSender:
             return 0
         now = now_us()
         picked: list[tuple[str, str, int]] = []
-        taking = dict(self._in_flight)
-        for event_id, endpoint_id, attempts in await self.store.due(now, room * 4):
-            if len(picked) >= room or taking.get(endpoint_id, 0) >= self.settings.per_endpoint:
-                continue
-            taking[endpoint_id] = taking.get(endpoint_id, 0) + 1
-            picked.append((event_id, endpoint_id, attempts))
+        endpoints = await self.store.endpoints_with_due(now)
+        self._rng.shuffle(endpoints)  # no endpoint always first in line for the slots
+        for endpoint_id in endpoints:
+            free = min(self.settings.per_endpoint - self._in_flight.get(endpoint_id, 0), room - len(picked))
+            if free > 0:
+                picked += await self.store.due(endpoint_id, now, free)
         claimed = await self.store.claim(picked, now, seconds_to_us(self.settings.timeout + LEASE_SLACK))
         for delivery in claimed:
             self._in_flight[delivery.endpoint_id] = self._in_flight.get(delivery.endpoint_id, 0) + 1
@@ -189,7 +216,7 @@ class WebhookSender:
                 headers = wire.sign(delivery.secret, delivery.event_id, started // 1_000_000, delivery.payload)
                 headers["host"] = target.host
                 extensions = {"sni_hostname": target.sni} if target.sni else {}
-                async with self._client.stream(
+                async with self._client(target.host).stream(
                     "POST", target.url, content=delivery.payload, headers=headers, extensions=extensions
                 ) as answer:
                     status = answer.status_code
@@ -200,7 +227,7 @@ class WebhookSender:
             kind, error = "refused", str(exc)
         except TimeoutError:
             error = f"no answer within {self.settings.timeout:g} s"
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # any failure of the call is this attempt's outcome, never an unrecorded one
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         duration = time.perf_counter() - clock
         at = now_us()
@@ -237,7 +264,8 @@ class WebhookSender:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
 
 # -- endpoints from the config file -------------------------------------------------------

@@ -471,3 +471,49 @@ def test_a_create_that_failed_may_be_retried_only_with_an_idempotency_key(tmp_pa
         query(ADMIN_URL, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         proc.stop()
         drop_postgres_database(url)
+
+
+def test_one_endpoints_backlog_never_hides_anothers_due_delivery(fresh_database_url: str) -> None:
+    import asyncio
+
+    from batchyard.config import WebhookDelivery
+    from batchyard.metrics import Metrics
+    from batchyard.protocol import webhooks as wire
+    from batchyard.protocol.timestamps import now_us
+    from batchyard.store import migrate
+    from batchyard.store.database import Database, parse_database_url
+    from batchyard.store.webhooks import EndpointRecord, OutboxEvent, WebhookStore
+    from batchyard.webhooks import WebhookSender
+
+    async def scenario() -> dict[str, int]:
+        db = Database(parse_database_url(fresh_database_url))
+        await migrate.upgrade(db)
+        try:
+            store = WebhookStore(db)
+            now = now_us()
+            for i, name in enumerate(("slow", "fast")):
+                await store.create_endpoint(
+                    EndpointRecord(
+                        f"whep_{name}", f"http://127.0.0.1:9/{name}", name, "", wire.events_column(["message_batch.ended"]),
+                        f"ws_{name}", SECRET, "enabled", "", "api", now + i, now + i,
+                    )
+                )  # fmt: skip
+            backlog = [
+                OutboxEvent(f"evt_slow{i:04}", "message_batch.ended", "ws_slow", f"b{i}", b"{}", now - 10_000 + i)
+                for i in range(300)
+            ]
+            await store.add(backlog)
+            await store.add([OutboxEvent("evt_fast", "message_batch.ended", "ws_fast", "b", b"{}", now)])
+            sender = WebhookSender(store, WebhookDelivery(concurrency=4, per_endpoint=2, allow_private_networks=True), Metrics())
+            try:
+                await sender.round()
+            finally:
+                await sender.close()
+            return (await store.delivery_counts_by_endpoint())["whep_slow"]
+        finally:
+            await db.close()
+
+    slow = asyncio.run(scenario())
+    assert slow["pending"] + slow["failed"] == 300
+    tried = query(fresh_database_url, "SELECT endpoint_id, count(*) FROM webhook_deliveries WHERE attempts > 0 GROUP BY endpoint_id")
+    assert {endpoint: int(n) for endpoint, n in tried} == {"whep_slow": 2, "whep_fast": 1}  # the cap, and the other's turn

@@ -107,3 +107,51 @@ def test_bad_webhook_config_is_refused_with_its_place(tmp_path: Path, body: str,
     with pytest.raises(ConfigError, match=None) as caught:
         _load(tmp_path, body.replace('"S"', f'"{SECRET}"'))
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[64:ff9b::a00:5]/",  # NAT64 of 10.0.0.5
+        "http://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+        "http://[2002:a00:5::1]/",  # 6to4 of 10.0.0.5
+        "http://[64:ff9b:1::1]/",  # local-use NAT64
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",  # Teredo
+    ],
+)
+def test_ipv6_forms_that_carry_a_private_ipv4_address_are_refused(url: str) -> None:
+    with pytest.raises(Refused):
+        asyncio.run(resolve(url, allow_private=False))
+
+
+def test_a_nat64_form_of_a_public_address_is_public() -> None:
+    assert asyncio.run(resolve("http://[64:ff9b::5db8:d70e]/", allow_private=False)).url == "http://[64:ff9b::5db8:d70e]:80/"
+
+
+def test_urls_are_checked_before_they_are_stored() -> None:
+    from batchyard.protocol.errors import ApiError
+
+    assert wire.check_url("https://bücher.example/hook") == "https://bücher.example/hook"  # an international name
+    for bad, why in (
+        ("https://x.com/\x00", "control characters"),
+        ("https://x .com/", "spaces"),
+        ("http://a..b/", "not a valid host name"),
+        ("http://" + "a" * 64 + ".com/", "not a valid host name"),
+        ("http://user:pw@x.com/", "credentials"),
+    ):
+        with pytest.raises(ApiError, match=why):
+            wire.check_url(bad)
+
+
+def test_an_international_name_travels_in_its_dns_form() -> None:
+    with pytest.raises(Refused, match="cannot resolve 'xn--bcher-kva.invalid'"):
+        asyncio.run(resolve("https://bücher.invalid/hook", allow_private=True))
+
+
+def test_config_endpoints_must_be_distinct_and_fit_their_columns(tmp_path: Path) -> None:
+    twice = f'[[webhooks]]\nurl = "http://x/"\nsecret = "{SECRET}"\n\n[[webhooks]]\nurl = "http://x/"\nsecret = "{SECRET}"\n'
+    with pytest.raises(ConfigError, match=r"webhooks\[1\].url: the same url and workspace as webhooks\[0\]"):
+        _load(tmp_path, twice)
+    long_secret = "whsec_" + "A" * 200
+    with pytest.raises(ConfigError, match=r"webhooks\[0\].secret"):
+        _load(tmp_path, f'[[webhooks]]\nurl = "http://x/"\nsecret = "{long_secret}"\n')

@@ -4,18 +4,20 @@ Errors come in OpenAI's envelope (``/v1/batches`` is an OpenAI-only path)."""
 
 from __future__ import annotations
 
+import hashlib
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ..idempotency import HEADER as idempotency_header
-from ..idempotency import idempotency_key, json_digest
+from ..idempotency import idempotency_key
 from ..openai_batches import OpenAIBatches
 from ..protocol import openai_batches as wire
 from ..protocol.errors import ApiError
 from ..protocol.files import openai_page  # (OpenAI's one list shape)
 from ..protocol.timestamps import now_us
-from .bodies import read_json
+from .bodies import parse_json, read_body
 from .responses import json_response
 from .state import services
 
@@ -35,7 +37,8 @@ def _workspace(request: Request) -> str:
 
 async def create_batch(request: Request) -> Response:
     svc = services(request)
-    body = await read_json(request, CREATE_BODY_BYTES, svc.settings.limits.body_timeout)
+    raw = await read_body(request, CREATE_BODY_BYTES, svc.settings.limits.body_timeout)
+    body = parse_json(raw)
     queue_limit = None
     if "key_id" in request.scope["state"]:  # keyed callers have a cap on queued requests
         state = request.scope["state"]
@@ -44,7 +47,7 @@ async def create_batch(request: Request) -> Response:
     raw_key = request.headers.get(idempotency_header)
     idempotency = None
     if raw_key is not None:
-        idempotency = idempotency_key(raw_key, _workspace(request), "openai", json_digest(body), now_us())
+        idempotency = idempotency_key(raw_key, _workspace(request), "openai", hashlib.sha256(raw).hexdigest(), now_us())
     record = await openai.create(
         _workspace(request),
         body,

@@ -159,6 +159,8 @@ def check_url(value: Any) -> str:
         raise invalid_request("url: Field required" if value is None else "url: Input should be a valid string")
     if len(value) > MAX_URL:
         raise invalid_request(f"url: at most {MAX_URL} characters")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise invalid_request("url: must not contain spaces or control characters")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises on a bad port
@@ -168,6 +170,10 @@ def check_url(value: Any) -> str:
         raise invalid_request("url: must be an http:// or https:// URL with a host")
     if parts.username or parts.password:
         raise invalid_request("url: must not carry credentials")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise invalid_request(f"url: {parts.hostname[:128]!r} is not a valid host name") from None
     return value
 
 

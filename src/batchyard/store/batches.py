@@ -27,7 +27,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    literal_column,
     select,
     update,
 )
@@ -40,7 +39,7 @@ from ..protocol.batch_create import BatchLine
 from ..protocol.ids import new_event_id
 from ..protocol.timestamps import now_us
 from ..protocol.usage import Tokens
-from .database import Database
+from .database import PG_NOW, Database
 from .schema import OPEN_STATES, RequestState, batch_requests, batches, idempotency_keys
 from .usage import UsageKey, UsageStore, merge
 from .webhooks import OutboxEvent, WebhookStore
@@ -87,7 +86,7 @@ Attempt = tuple[str, int, int]  # (batch id, index, attempt number): one claim o
 # The database's clock on PostgreSQL, in microseconds: every host compares leases and retry
 # times against this one clock, so hosts whose clocks differ neither steal live leases nor
 # keep dead ones. (SQLite is embedded: its clock is the host's.)
-_PG_NOW = literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)", BigInteger)
+_PG_NOW = PG_NOW
 
 
 def _fence() -> tuple[Any, ...]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event, text
+from sqlalchemy import BigInteger, event, literal_column, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -25,6 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 class DatabaseUrlError(ValueError):
     pass
 
+
+# Now in microseconds on the database server's clock: leases that several engines compare
+# are set and read on this one clock, whatever each host's clock says.
+PG_NOW = literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)", BigInteger)
 
 # Server states that are an outage, not a bug: shut down by an admin or a crash, not
 # accepting connections yet, out of connection slots.

@@ -93,13 +93,20 @@ class KeyStore:
             return (await conn.execute(select(W.c.id).where(W.c.name == name))).scalar()
 
     async def workspace_id(self, name: str, *, new_id: str, now: int) -> str:
-        """The id of the named workspace, created when it does not exist yet."""
-        async with self.db.write() as conn:
-            found = (await conn.execute(select(W.c.id).where(W.c.name == name))).scalar()
-            if found is not None:
-                return found
-            await conn.execute(insert(W).values(id=new_id, name=name, created_at=now))
-            return new_id
+        """The id of the named workspace, created when it does not exist yet (by another
+        process at the same moment, too: then its id)."""
+        try:
+            async with self.db.write() as conn:
+                found = (await conn.execute(select(W.c.id).where(W.c.name == name))).scalar()
+                if found is not None:
+                    return found
+                await conn.execute(insert(W).values(id=new_id, name=name, created_at=now))
+                return new_id
+        except IntegrityError:
+            found = await self.workspace_named(name)
+            if found is None:
+                raise
+            return found
 
     async def add_key(
         self,

@@ -13,16 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, literal, or_, select, true, tuple_, update
+from sqlalchemy import BigInteger, delete, func, insert, literal, or_, select, true, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .database import Database
+from .database import PG_NOW, Database
 from .schema import DeliveryState, webhook_attempts, webhook_deliveries, webhook_endpoints, webhook_events
 
 E = webhook_endpoints
 V = webhook_events
 D = webhook_deliveries
 A = webhook_attempts
+SYNC_TRIES = 3
 
 
 @dataclass(slots=True)
@@ -130,32 +132,50 @@ class WebhookStore:
 
     # -- deliveries ----------------------------------------------------------------------
 
-    async def due(self, now: int, limit: int) -> list[tuple[str, str, int]]:
-        """Deliveries due now and not in anyone's hands, oldest due first: (event, endpoint,
-        attempts so far)."""
+    def _lease_now(self, now: int) -> Any:
+        """The clock leases are set and compared on: the database's on PostgreSQL (engines
+        whose clocks disagree still agree on whose lease has run out), the host's on SQLite
+        (one engine)."""
+        return PG_NOW if self.db.is_postgres else literal(now, BigInteger)
+
+    def _due(self, now: int) -> tuple[Any, ...]:
+        return (
+            D.c.state == int(DeliveryState.PENDING),
+            D.c.next_attempt_at <= now,
+            or_(D.c.lease_until.is_(None), D.c.lease_until <= self._lease_now(now)),
+        )
+
+    async def endpoints_with_due(self, now: int) -> list[str]:
+        """Enabled endpoints that have a delivery due now and in no one's hands (a disabled
+        endpoint's deliveries wait for it)."""
+        query = (
+            select(D.c.endpoint_id)
+            .select_from(D.join(E, E.c.id == D.c.endpoint_id))
+            .where(E.c.state == "enabled", *self._due(now))
+            .group_by(D.c.endpoint_id)
+        )
+        async with self.db.read() as conn:
+            return [r[0] for r in await conn.execute(query)]
+
+    async def due(self, endpoint_id: str, now: int, limit: int) -> list[tuple[str, str, int]]:
+        """One endpoint's deliveries due now, oldest due first: (event, endpoint, attempts
+        so far). Asked per endpoint, so that one endpoint's backlog never hides another's."""
         query = (
             select(D.c.event_id, D.c.endpoint_id, D.c.attempts)
-            .select_from(D.join(E, E.c.id == D.c.endpoint_id))
-            .where(
-                E.c.state == "enabled",  # a disabled endpoint's deliveries wait for it
-                D.c.state == int(DeliveryState.PENDING),
-                D.c.next_attempt_at <= now,
-                or_(D.c.lease_until.is_(None), D.c.lease_until <= now),
-            )
-            .order_by(D.c.next_attempt_at)
+            .where(D.c.endpoint_id == endpoint_id, *self._due(now))
+            .order_by(D.c.next_attempt_at, D.c.event_id)
             .limit(limit)
         )
         async with self.db.read() as conn:
             return [(r[0], r[1], r[2]) for r in await conn.execute(query)]
 
     async def claim(self, picked: Sequence[tuple[str, str, int]], now: int, lease_us: int) -> list[DueDelivery]:
-        """Take these deliveries for one attempt each, until ``now + lease_us``: those still
-        due, unleased and at the attempt count read (another engine may have taken some)."""
+        """Take these deliveries for one attempt each, for ``lease_us``: those still due,
+        unleased and at the attempt count read (another engine may have taken some). One
+        short transaction each: a claim never holds one row while it waits for another."""
         taken: list[DueDelivery] = []
-        if not picked:
-            return taken
-        async with self.db.write() as conn:
-            for event_id, endpoint_id, attempts in picked:
+        for event_id, endpoint_id, attempts in picked:
+            async with self.db.write() as conn:
                 row = (
                     await conn.execute(
                         update(D)
@@ -163,10 +183,9 @@ class WebhookStore:
                             D.c.event_id == event_id,
                             D.c.endpoint_id == endpoint_id,
                             D.c.attempts == attempts,
-                            D.c.state == int(DeliveryState.PENDING),
-                            or_(D.c.lease_until.is_(None), D.c.lease_until <= now),
+                            *self._due(now),
                         )
-                        .values(attempts=D.c.attempts + 1, lease_until=now + lease_us)
+                        .values(attempts=D.c.attempts + 1, lease_until=self._lease_now(now) + lease_us)
                         .returning(D.c.attempts)
                     )
                 ).first()
@@ -182,7 +201,7 @@ class WebhookStore:
                 if found is None:  # its endpoint was deleted meanwhile: nothing to send it to
                     await conn.execute(delete(D).where(D.c.event_id == event_id, D.c.endpoint_id == endpoint_id))
                     continue
-                taken.append(DueDelivery(event_id, endpoint_id, row[0], found[0], found[1], found[2], found[3]))
+            taken.append(DueDelivery(event_id, endpoint_id, row[0], found[0], found[1], found[2], found[3]))
         return taken
 
     async def record_attempt(
@@ -284,6 +303,8 @@ class WebhookStore:
             )
             await conn.execute(delete(A).where(tuple_(A.c.event_id, A.c.endpoint_id).in_(old)))
             await conn.execute(delete(D).where(D.c.state != int(DeliveryState.PENDING), D.c.finished_at < cutoff))
+            # Pending deliveries of an endpoint deleted while its event was being written.
+            await conn.execute(delete(D).where(~select(E.c.id).where(E.c.id == D.c.endpoint_id).exists()))
             await conn.execute(
                 delete(V).where(V.c.created_at < cutoff, ~select(D.c.event_id).where(D.c.event_id == V.c.id).exists())
             )
@@ -327,7 +348,16 @@ class WebhookStore:
     async def sync_config(self, declared: Sequence[EndpointRecord]) -> None:
         """Make the config file's endpoints the ``config`` rows: new ones added, changed ones
         updated (their id comes from what they are, so a restart keeps it), dropped ones
-        disabled (their pending deliveries stay, in case the config comes back)."""
+        disabled (their pending deliveries stay, in case the config comes back). Processes
+        starting together may race to write the same rows: the loser reads them again."""
+        for attempt in range(SYNC_TRIES):
+            try:
+                return await self._sync_config(declared)
+            except IntegrityError:
+                if attempt == SYNC_TRIES - 1:
+                    raise
+
+    async def _sync_config(self, declared: Sequence[EndpointRecord]) -> None:
         async with self.db.write() as conn:
             existing = {
                 row[0]: row for row in await conn.execute(select(E.c.id, E.c.state).where(E.c.source == "config"))
