@@ -455,6 +455,10 @@ class Batches:
     def _ended(self, batch_ids: Sequence[str], reason: str | None) -> None:
         for batch_id in batch_ids:
             log.info("batch ended", extra={"batch_id": batch_id, **({"reason": reason} if reason else {})})
+        if batch_ids:
+            # Their webhook events are committed: this process's sender looks now (batches
+            # end in the engine, where the sender runs; it looks on its own now and then too).
+            self.notifier.deliver(Notice("ended", "*"))
 
     async def close_canceled(self, batch_id: str) -> None:
         """Cancel what has not started of a canceling batch (ends it if nothing runs)."""

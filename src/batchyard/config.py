@@ -135,7 +135,7 @@ class WebhookDelivery(_Strict):
     retry_cap: float = Field(default=3600.0, gt=0)  # seconds between retries at most
     concurrency: int = Field(default=32, ge=1)  # attempts in flight per engine
     per_endpoint: int = Field(default=4, ge=1)  # attempts in flight per endpoint per engine
-    poll_interval: float = Field(default=0.5, gt=0)  # seconds between looks for due deliveries
+    poll_interval: float = Field(default=5.0, gt=0)  # seconds between looks when nothing says to look sooner
 
 
 class WebhookEndpointConfig(_Strict):

@@ -175,6 +175,7 @@ class OpenAIBatches:
                 record, nothing(), idempotency=idempotency, events=[self._event(record, "batch.failed", now)]
             )
             log.info("batch failed validation", extra={"batch_id": record.id, "bad_lines": reader.bad_lines})
+            await self.batches.notifier.publish(Notice("ended", record.id))  # its batch.failed event is committed
             return record
         except QueueFull as exc:
             raise ApiError(
@@ -314,6 +315,8 @@ class OpenAIBatches:
                         await asyncio.shield(self._forget(record.workspace_id, file_id))
         if not recorded:
             return
+        if events:
+            await self.batches.notifier.publish(Notice("ended", record.id))  # its webhook event is committed
         log.info(
             "batch output written",
             extra={"batch_id": record.id, "output_file_id": output_id, "error_file_id": error_id},

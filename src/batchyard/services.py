@@ -129,7 +129,7 @@ async def open_services(
             services.engine = engine
             if lock is not None:
                 await batch_store.webhooks.release_leases()  # the only engine: any lease is a dead run's
-            services.webhooks = WebhookSender(batch_store.webhooks, settings.webhook_delivery, metrics)
+            services.webhooks = WebhookSender(batch_store.webhooks, settings.webhook_delivery, metrics, notifier)
     except BaseException:
         for close in reversed(opened):
             with contextlib.suppress(Exception):

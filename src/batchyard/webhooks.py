@@ -38,6 +38,7 @@ from .metrics import Metrics
 from .protocol import webhooks as wire
 from .protocol.timestamps import now_us, seconds_to_us
 from .store.keys import KeyStore
+from .store.notify import Notice, Notifier
 from .store.schema import DeliveryState
 from .store.webhooks import DueDelivery, EndpointRecord, WebhookStore
 
@@ -128,14 +129,23 @@ def retry_delay(attempt: int, settings: WebhookDelivery, rng: random.Random) -> 
 
 
 class WebhookSender:
-    def __init__(self, store: WebhookStore, settings: WebhookDelivery, metrics: Metrics) -> None:
+    """Looks for due deliveries when a batch ends (a notice), when a retry it scheduled
+    comes due, when an attempt finishes, and otherwise every ``poll_interval`` seconds (for
+    events written by other processes, and retries scheduled by other engines): an idle
+    database hears from it once per ``poll_interval``."""
+
+    def __init__(
+        self, store: WebhookStore, settings: WebhookDelivery, metrics: Metrics, notifier: Notifier | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        self.notifier = notifier
         self._rng = random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, int] = {}  # endpoint -> attempts in flight here
         self._wake = asyncio.Event()
+        self._wake_at: int | None = None  # microseconds: the earliest retry this sender scheduled
         self._last_cleanup = 0.0
         # One client per host name: connections go to an address, and httpx pools them by
         # address, so hosts sharing one (a CDN) must not share a TLS connection checked for
@@ -159,12 +169,28 @@ class WebhookSender:
         self._wake.set()
 
     async def run(self) -> None:
+        notices = self.notifier.subscribe() if self.notifier is not None else None
+        listener = asyncio.create_task(self._listen(notices)) if notices is not None else None
+        try:
+            while True:
+                self._wake.clear()
+                await self.round()
+                wait = self.settings.poll_interval
+                if self._wake_at is not None:
+                    wait = min(wait, max(0.0, (self._wake_at - now_us()) / 1_000_000))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+        finally:
+            if listener is not None:
+                listener.cancel()
+            if notices is not None and self.notifier is not None:
+                self.notifier.unsubscribe(notices)
+
+    async def _listen(self, notices: asyncio.Queue[Notice]) -> None:
         while True:
-            await self.round()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.poll_interval):
-                    await self._wake.wait()
-            self._wake.clear()
+            if (await notices.get()).kind == "ended":
+                self._wake.set()
 
     async def round(self) -> int:
         """Claim what is due and room allows, and start it; returns the attempts started."""
@@ -175,6 +201,8 @@ class WebhookSender:
         if room <= 0:
             return 0
         now = now_us()
+        if self._wake_at is not None and self._wake_at <= now:
+            self._wake_at = None
         picked: list[tuple[str, str, int]] = []
         endpoints = await self.store.endpoints_with_due(now)
         self._rng.shuffle(endpoints)  # no endpoint always first in line for the slots
@@ -239,6 +267,7 @@ class WebhookSender:
         else:
             delay = seconds_to_us(retry_delay(delivery.attempt, self.settings, self._rng))
             outcome, next_at = DeliveryState.PENDING, min(at + delay, deadline)
+            self._wake_at = next_at if self._wake_at is None else min(self._wake_at, next_at)
         self.metrics.webhook_attempts.inc(outcome=kind)
         self.metrics.webhook_latency.observe(duration)
         written = await self.store.record_attempt(

@@ -22,7 +22,7 @@ CHANNEL = "batchyard"
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    kind: str  # "created" | "canceled" | "requeued" | "key-disabled"
+    kind: str  # "created" | "canceled" | "requeued" | "key-disabled" | "ended" (webhook events to send)
     subject: str  # a batch id, "*", or a key id
 
 
