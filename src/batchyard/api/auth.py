@@ -7,6 +7,7 @@ accepted and everything belongs to the ``default`` workspace. Once a key exists,
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
@@ -145,7 +146,9 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_ip(name: str) -> bool:
+    """(Cached: asked on every call in open mode, and a client sends the same Host each time.)"""
     try:
         ipaddress.ip_address(name)
     except ValueError:

@@ -28,7 +28,9 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
 from pydantic import Field, field_validator, model_validator
+from yarl import URL
 
 from ..routes import Route
 from .base import Backend, BackendError, BackendOptions
@@ -86,6 +88,8 @@ class HttpBackendOptions(BackendOptions):
 class Upstream:
     base_url: str
     session: aiohttp.ClientSession
+    proxy: Any = None
+    proxy_auth: aiohttp.BasicAuth | None = None
     outstanding: int = 0
     failures: int = 0
     benched_until: float = 0.0
@@ -104,9 +108,25 @@ class Lease:
 
     base_url: str
     session: aiohttp.ClientSession
+    proxy: Any = None  # from HTTP(S)_PROXY / NO_PROXY, read once when the pool opened
+    proxy_auth: aiohttp.BasicAuth | None = None
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> Any:
+        return self.session.post(self.url(path), data=body, headers=headers, proxy=self.proxy, proxy_auth=self.proxy_auth)
+
+
+def env_proxy(url: str) -> tuple[Any, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY``,
+    ``NO_PROXY``), or none. Read once per upstream: aiohttp's ``trust_env`` reads the
+    environment and ``~/.netrc`` again on every request, the latter on a thread, which was a
+    thread hand-off per proxied call."""
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
 
 
 @dataclass
@@ -125,8 +145,9 @@ class UpstreamPool:
                         connector=aiohttp.TCPConnector(limit=options.max_connections, limit_per_host=0),
                         timeout=timeout,
                         json_serialize=lambda value: orjson.dumps(value).decode(),
-                        trust_env=True,
+                        trust_env=False,  # the proxy is read once (env_proxy), not per request
                     ),
+                    *env_proxy(url),
                 )
                 for url in options.urls()
             ]
@@ -150,7 +171,7 @@ class UpstreamPool:
         upstream = self.pick()
         upstream.outstanding += 1
         try:
-            yield Lease(upstream.base_url, upstream.session)
+            yield Lease(upstream.base_url, upstream.session, upstream.proxy, upstream.proxy_auth)
         except BackendError as exc:
             if exc.status in (500, 502, 503, 504):  # unwell; 429/529 are load, the limiter's business
                 self._failed(upstream)
@@ -226,7 +247,7 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 async def post(lease: Lease, path: str, body: bytes, headers: dict[str, str]) -> Reply:
     """POST and read the whole answer; transport failures become retryable BackendErrors."""
     try:
-        async with lease.session.post(lease.url(path), data=body, headers=headers) as response:
+        async with lease.post(path, body, headers) as response:
             return Reply(response.status, response.headers, await response.read())
     except TRANSPORT_ERRORS as exc:
         raise error_from_transport(exc, lease.base_url) from None
@@ -237,7 +258,7 @@ async def post_stream(lease: Lease, path: str, body: bytes, headers: dict[str, s
     """POST and hand over the open response; an HTTP error status is raised as a
     BackendError before the caller reads anything."""
     try:
-        async with lease.session.post(lease.url(path), data=body, headers=headers) as response:
+        async with lease.post(path, body, headers) as response:
             if response.status >= 400:
                 raise error_from_response(response.status, response.headers, json_or_none(await response.read()))
             yield response
