@@ -107,7 +107,18 @@ def create_app(
             *observability.routes,
             *console_routes.routes,
         ],
-        middleware=[Middleware(ApiMiddleware, gate=auth, metrics=metrics, access_log=access_log)],
+        middleware=[
+            Middleware(
+                ApiMiddleware,
+                gate=auth,
+                metrics=metrics,
+                access_log=access_log,
+                direct={
+                    ("POST", "/v1/messages"): message_routes.create_message,
+                    ("POST", "/v1/chat/completions"): chat_routes.create_chat_completion,
+                },
+            )
+        ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
