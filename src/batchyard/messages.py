@@ -7,6 +7,7 @@ go ahead of it in the queue.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,8 @@ from .protocol.messages import MessageCreateRequest, ValidatedRequest, validate_
 from .protocol.sse import PING
 from .protocol.usage import tokens_of
 from .usage import Account, UsageRecorder
+
+STREAM_BUFFER = 256  # events read ahead of a slow client at most
 
 
 class Messages:
@@ -87,7 +90,12 @@ class MessageStream:
     """A started stream holding its route's slot. The slot is given back exactly once:
     when the events run out, when reading them fails, or at ``aclose()``, which the
     response calls even when the client left before the first event was read (an
-    iterator never started would never reach its own ``finally``)."""
+    iterator never started would never reach its own ``finally``).
+
+    The backend's events are read by a task of their own into a bounded buffer, and taken
+    out in bursts: everything that arrived together goes out as one write to the client
+    (one upstream read of several chunks was one write per event before), and waiting
+    (with its ping timer) happens once per burst, not once per event."""
 
     def __init__(
         self,
@@ -106,7 +114,13 @@ class MessageStream:
         self._route = route
         self._metrics = metrics
         self._ping_interval = ping_interval
-        self._pending: asyncio.Future[dict[str, Any]] | None = None
+        self._buffer: collections.deque[dict[str, Any]] = collections.deque()
+        self._arrived = asyncio.Event()  # the buffer has events, or the reader is done
+        self._room = asyncio.Event()  # the buffer has room
+        self._room.set()
+        self._reader: asyncio.Task[None] | None = None
+        self._done = False  # the reader ran out (or failed: ``_failure``)
+        self._failure: BaseException | None = None
         self._closed = False
         self.account: tuple[UsageRecorder, Account, str] | None = None  # where its usage goes
         self._usage: dict[str, Any] = {}  # the latest usage the events reported
@@ -119,28 +133,57 @@ class MessageStream:
         elif kind == "message_delta":
             self._usage.update(event.get("usage") or {})
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        return self._iterate()
+    async def _read(self) -> None:
+        try:
+            async for event in self._events:
+                self._observe(event)  # what the backend used, whether or not the client reads it
+                self._buffer.append(event)
+                self._arrived.set()
+                if len(self._buffer) >= STREAM_BUFFER:
+                    # A slow client: stop reading the backend until it catches up.
+                    self._room.clear()
+                    await self._room.wait()
+        except Exception as exc:
+            self._failure = exc
+        finally:
+            self._done = True
+            self._arrived.set()
 
-    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._one_by_one()
+
+    async def _one_by_one(self) -> AsyncIterator[dict[str, Any]]:
+        async for burst in self.bursts():
+            for event in burst:
+                yield event
+
+    async def bursts(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """The events in bursts of those that arrived together; a ``PING`` alone after
+        ``ping_interval`` of silence."""
         try:
             if self._first is not None:
                 first, self._first = self._first, None
-                yield first
+                yield [first]
+            if self._reader is None:
+                self._reader = asyncio.create_task(self._read())
             while True:
-                if self._pending is None:
-                    self._pending = asyncio.ensure_future(anext(self._events))
-                done, _ = await asyncio.wait({self._pending}, timeout=self._ping_interval)
-                if not done:
-                    yield PING  # keep quiet connections alive through proxies
-                    continue
-                task, self._pending = self._pending, None
-                try:
-                    event = task.result()
-                except StopAsyncIteration:
+                if not self._buffer and not self._done:
+                    self._arrived.clear()
+                    try:
+                        async with asyncio.timeout(self._ping_interval):
+                            await self._arrived.wait()
+                    except TimeoutError:
+                        yield [PING]  # keep quiet connections alive through proxies
+                        continue
+                burst = list(self._buffer)
+                self._buffer.clear()
+                self._room.set()
+                if burst:
+                    yield burst
+                if self._done and not self._buffer:
+                    if self._failure is not None:
+                        raise self._failure
                     break
-                self._observe(event)
-                yield event
             record_call(self._limiter, self._metrics, route=self._route, kind="stream")
         except BackendError as exc:
             record_call(self._limiter, self._metrics, route=self._route, kind="stream", error=exc)
@@ -157,10 +200,10 @@ class MessageStream:
             recorder, account, model = self.account
             recorder.record(account, model, tokens_of({"usage": self._usage}))
         try:
-            if self._pending is not None and not self._pending.done():
-                self._pending.cancel()
+            if self._reader is not None and not self._reader.done():
+                self._reader.cancel()
                 with contextlib.suppress(BaseException):
-                    await self._pending
+                    await self._reader
             aclose = getattr(self._events, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..messages import MessageStream
 from ..protocol import complete, sse
 from ..protocol.errors import ApiError, error_envelope
 from .bodies import read_json
@@ -31,12 +31,13 @@ async def create_completion(request: Request) -> Response:
     )
 
 
-async def _sse(events: AsyncIterable[dict[str, Any]], request_id: str | None) -> AsyncIterator[bytes]:
+async def _sse(events: MessageStream, request_id: str | None) -> AsyncIterator[bytes]:
     stream = complete.CompletionStream()
     try:
-        async for event in events:
-            for out in stream.feed(event):
-                yield sse.encode(out)
+        async for burst in events.bursts():  # what arrived together, in one write
+            framed = b"".join(sse.encode(out) for event in burst for out in stream.feed(event))
+            if framed:
+                yield framed
     except ApiError as exc:
         # The status line has gone out already: a failure now travels as an error event.
         yield b"event: error\ndata: " + orjson.dumps(error_envelope(exc.error_type, exc.message, request_id)) + b"\n\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..messages import MessageStream
 from ..protocol import sse
 from ..protocol.errors import ApiError, error_envelope
 from .bodies import OFF_LOOP_BYTES, parse_json, read_body
@@ -46,10 +47,10 @@ async def create_message(request: Request) -> Response:
     )
 
 
-async def _sse(events: AsyncIterable[dict[str, Any]], request_id: str | None) -> AsyncIterator[bytes]:
+async def _sse(events: MessageStream, request_id: str | None) -> AsyncIterator[bytes]:
     try:
-        async for event in events:
-            yield sse.encode(event)
+        async for burst in events.bursts():  # what arrived together, in one write
+            yield b"".join(map(sse.encode, burst))
     except ApiError as exc:
         # The status line has gone out already: a failure now travels as an error event.
         yield b"event: error\ndata: " + orjson.dumps(error_envelope(exc.error_type, exc.message, request_id)) + b"\n\n"

@@ -4,14 +4,14 @@ Messages lifecycle as ``/v1/messages`` (one path for every backend; the translat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..messages import MessageStream
 from ..protocol import openai_chat
 from ..protocol.errors import ApiError
 from .bodies import read_json
@@ -32,16 +32,19 @@ async def create_chat_completion(request: Request) -> Response:
     )
 
 
-async def _chunks(events: AsyncIterable[dict[str, Any]], call: openai_chat.ChatRequest) -> AsyncIterator[bytes]:
+async def _chunks(events: MessageStream, call: openai_chat.ChatRequest) -> AsyncIterator[bytes]:
     stream = openai_chat.ChunkStream(call)
     try:
-        async for event in events:
-            chunks = stream.feed(event)
-            if chunks is None:
-                yield b": ping\n\n"  # a comment: keeps proxies from closing a quiet stream
-                continue
-            for chunk in chunks:
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        async for burst in events.bursts():  # what arrived together, in one write
+            framed = []
+            for event in burst:
+                chunks = stream.feed(event)
+                if chunks is None:
+                    framed.append(b": ping\n\n")  # a comment: keeps proxies from closing a quiet stream
+                    continue
+                framed += [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks]
+            if framed:
+                yield b"".join(framed)
     except ApiError as exc:
         # The status line has gone out already: OpenAI's streams carry a failure as a data
         # line with an `error` object, which the openai SDK raises as an APIError.
