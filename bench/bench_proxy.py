@@ -76,7 +76,7 @@ def start_upstream(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
 def wrk(url: str, script: Path, connections: int, seconds: float) -> tuple[int, float, int]:
     """(requests completed, req/s, non-2xx answers)."""
     done = subprocess.run(
-        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s", "-s", str(script), url],
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     out = done.stdout
@@ -108,7 +108,7 @@ def run(label: str, src: str | None, workers: int, upstreams: dict[int, str], ar
                     script = workdir / f"post-{latency}-{stream}.lua"
                     script.write_text(LUA.format(body=json.dumps(params)))
                     for connections in args.connections:
-                        wrk(f"{server.url}/v1/messages", script, connections, 1.0)  # warm up
+                        wrk(f"{server.url}/v1/messages", script, connections, 1)  # warm up
                         before = tree_cpu_seconds(server.proc.pid)
                         requests, rate, bad = wrk(f"{server.url}/v1/messages", script, connections, args.seconds)
                         cpu = tree_cpu_seconds(server.proc.pid) - before

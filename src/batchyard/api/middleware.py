@@ -67,6 +67,27 @@ def _handler(scope: Scope) -> str:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+class IndexedHeaders(Headers):
+    """Request headers looked up through a dict built once (Starlette's ``Headers`` scans
+    the whole list for every lookup, and the gate makes several per call). The first of
+    repeated headers wins, as in ``Headers``."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        self._index: dict[str, str] = {}
+        for key, value in reversed(self._list):
+            self._index[key.decode("latin-1")] = value.decode("latin-1")
+
+    def __getitem__(self, key: str) -> str:
+        return self._index[key.lower()]
+
+    def __contains__(self, key: Any) -> bool:
+        return isinstance(key, str) and key.lower() in self._index
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._index.get(key.lower(), default)
+
+
 class ApiMiddleware:
     """Request id, the gate (auth, version), the error envelope, metrics. ``direct`` maps
     (method, exact path) of the busiest routes to their endpoints, called from here without
@@ -118,13 +139,13 @@ class ApiMiddleware:
         try:
             path = scope["path"]
             if path.startswith("/v1/"):
-                headers = Headers(scope=scope)
+                headers = IndexedHeaders(scope)
                 surface = state["surface"] = surface_for(path, headers)
                 extra_headers = await self.gate(scope, headers)
                 if surface is Surface.ANTHROPIC:
                     state["api_version"] = check_version(headers.get("anthropic-version"))
             elif path.startswith("/console/api/"):
-                extra_headers = await self.gate(scope, Headers(scope=scope))
+                extra_headers = await self.gate(scope, IndexedHeaders(scope))
             endpoint = self.direct.get((scope["method"], path))
             if endpoint is None:
                 await self.app(scope, receive, send_with_id)
