@@ -146,11 +146,17 @@ def count_input_tokens(request: MessageCreateRequest | CountTokensRequest) -> in
     return total + 1
 
 
-def _seed(request: MessageCreateRequest) -> int:
-    """A seed from what shapes the reply, not from how long it may run."""
-    basis = request.model_dump(
-        include={"model", "system", "messages", "tools", "tool_choice", "thinking"}, exclude_none=True, by_alias=True
-    )
+SEED_FIELDS = ("model", "system", "messages", "tools", "tool_choice", "thinking")
+
+
+def _seed(request: MessageCreateRequest, body: Any = None) -> int:
+    """A seed from what shapes the reply, not from how long it may run: read from the body
+    as sent when there is one (the same body, the same reply; no model dump per request),
+    else from the validated request."""
+    if isinstance(body, dict):
+        basis = {key: body[key] for key in SEED_FIELDS if body.get(key) is not None}
+    else:
+        basis = request.model_dump(include=set(SEED_FIELDS), exclude_none=True, by_alias=True)
     digest = hashlib.sha256(orjson.dumps(basis, option=orjson.OPT_SORT_KEYS)).digest()
     return int.from_bytes(digest[:8], "big")
 
@@ -170,7 +176,7 @@ def _last_user_text(request: MessageCreateRequest) -> str:
 def _sentences(rng: random.Random, count: int) -> str:
     out = []
     for _ in range(count):
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(5, 13))]
+        words = rng.choices(_WORDS, k=rng.randint(5, 13))  # one call per sentence, not one per word
         words[0] = words[0].capitalize()
         sentence = " ".join(words)
         if rng.random() < 0.3:
@@ -299,7 +305,7 @@ class SimulatorBackend(Backend):
     def generate(self, req: GenerateRequest) -> dict[str, Any]:
         """The reply as a Message body (no waiting, no faults)."""
         request = req.request
-        rng = random.Random(_seed(request))
+        rng = random.Random(_seed(request, req.body))
         budget = request.max_tokens
         stops = [s for s in request.stop_sequences or [] if s]
         content: list[dict[str, Any]] = []
