@@ -32,3 +32,39 @@ def test_no_proxy_in_the_environment_means_none(monkeypatch: pytest.MonkeyPatch)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     assert env_proxy("https://api.example.com/v1") == (None, None)
+
+
+def test_sse_events_are_split_right_across_network_chunks() -> None:
+    from batchyard.backends.upstream import sse_events
+
+    stream = (
+        "event: message_start\r\ndata: {\"a\": 1}\r\n\r\n"
+        ": a comment\n\n"
+        "data: first line\ndata: second line\n\n"
+        "event: delta\ndata: {\"text\": \"h\u00e9llo \u2603\"}\n\n"
+        "data: [DONE]"  # no final newline
+    ).encode()
+
+    class Content:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        async def iter_any(self):  # type: ignore[no-untyped-def]
+            for start in range(0, len(stream), self.size):
+                yield stream[start : start + self.size]
+
+    class Response:
+        def __init__(self, size: int) -> None:
+            self.content = Content(size)
+
+    async def events(size: int) -> list[tuple[str | None, str]]:
+        return [event async for event in sse_events(Response(size))]  # type: ignore[arg-type]
+
+    expected = [
+        ("message_start", '{"a": 1}'),
+        (None, "first line\nsecond line"),
+        ("delta", '{"text": "h\u00e9llo \u2603"}'),
+        (None, "[DONE]"),
+    ]
+    for size in (1, 2, 3, 7, 64, len(stream)):  # boundaries everywhere, inside UTF-8 sequences too
+        assert asyncio.run(events(size)) == expected, size

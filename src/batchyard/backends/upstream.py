@@ -267,24 +267,34 @@ async def post_stream(lease: Lease, path: str, body: bytes, headers: dict[str, s
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str | None, str]]:
-    """``(event name, data)`` for each event of an SSE stream."""
+    """``(event name, data)`` for each event of an SSE stream. Read a network chunk at a
+    time and split here: aiohttp's line reader costs a call chain per line, and a stream's
+    chunks usually hold several events."""
     name: str | None = None
     data: list[str] = []
-    async for raw_line in response.content:
-        line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
-        if line == "":
-            if data:
-                yield name, "\n".join(data)
-            name, data = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        field_name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field_name == "event":
-            name = value
-        elif field_name == "data":
-            data.append(value)
+    rest = b""
+    async for chunk in response.content.iter_any():
+        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+        rest = lines.pop()  # what follows the last newline: the start of the next line
+        for raw_line in lines:
+            line = raw_line.decode("utf-8", errors="replace").rstrip("\r")
+            if line == "":
+                if data:
+                    yield name, "\n".join(data)
+                name, data = None, []
+                continue
+            if line.startswith(":"):
+                continue
+            field_name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field_name == "event":
+                name = value
+            elif field_name == "data":
+                data.append(value)
+    if rest:
+        field_name, _, value = rest.decode("utf-8", errors="replace").rstrip("\r").partition(":")
+        if field_name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield name, "\n".join(data)
 
