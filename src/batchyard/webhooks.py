@@ -164,10 +164,6 @@ class WebhookSender:
             )
         return client
 
-    def poke(self) -> None:
-        """Something may be due (an event was just written in this process)."""
-        self._wake.set()
-
     async def run(self) -> None:
         notices = self.notifier.subscribe() if self.notifier is not None else None
         listener = asyncio.create_task(self._listen(notices)) if notices is not None else None
