@@ -26,14 +26,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from support.server import ServerProcess, free_port  # noqa: E402
+from fake_openai_upstream import start_upstream  # noqa: E402
+
+from support.server import ServerProcess  # noqa: E402
 
 QUESTION = "Tell me about rivers"
 ENDPOINTS = {
@@ -90,21 +89,6 @@ def run_wrk(url: str, path: str, concurrency: int, seconds: float, workdir: Path
     }
 
 
-def start_upstream() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "fake_openai_upstream.py"), str(port), "0"])
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.post(f"{url}/v1/chat/completions", json={}, timeout=2)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("fake upstream did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
@@ -119,7 +103,7 @@ def main() -> None:
     upstream = None
     config = None
     if args.backend == "openai":
-        upstream, upstream_url = start_upstream()
+        upstream, upstream_url = start_upstream(0)
         config = f'[[models]]\nid = "claude-sim"\nbackend = "openai"\nbase_url = "{upstream_url}/v1"\nmodel = "bench"\n'
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(f"sqlite:///{Path(tmp) / 'bench.db'}", config_text=config, workdir=Path(tmp))

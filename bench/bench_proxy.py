@@ -23,14 +23,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from support.server import ServerProcess, free_port  # noqa: E402
+from fake_openai_upstream import start_upstream  # noqa: E402
+
+from support.server import ServerProcess  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 PARAMS = {"model": "up{latency}", "max_tokens": 16, "messages": [{"role": "user", "content": "Hello"}]}
@@ -57,20 +58,6 @@ def tree_cpu_seconds(pid: int) -> float:
         except (OSError, IndexError):
             continue
     return total
-
-
-def start_upstream(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "fake_openai_upstream.py"), str(port), str(latency_ms)])
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.post(f"{url}/v1/chat/completions", json={}, timeout=2)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError("the fake upstream did not start")
 
 
 def wrk(url: str, script: Path, connections: int, seconds: float) -> tuple[int, float, int]:

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,24 +27,13 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from support.server import ServerProcess, free_port  # noqa: E402
+from fake_openai_upstream import start_upstream  # noqa: E402
+
+from support.server import ServerProcess  # noqa: E402
 
 HEADERS = {"x-api-key": "bench", "anthropic-version": "2023-06-01", "content-type": "application/json"}
 PARAMS = {"model": "up", "max_tokens": 16, "messages": [{"role": "user", "content": "Hello"}]}
 OPENAI_BODY = {"model": "bench", "max_tokens": 16, "messages": [{"role": "user", "content": "Hello"}]}
-
-
-def start_upstream(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "fake_openai_upstream.py"), str(port), str(latency_ms)])
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.post(f"{url}/v1/chat/completions", json=OPENAI_BODY, timeout=2)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError("fake upstream did not start")
 
 
 async def bare_loop(url: str, concurrency: int, total: int, per_client: int) -> float:

@@ -8,12 +8,16 @@ ASGI on uvicorn, so it costs little CPU.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
+import time
+from pathlib import Path
 
+import httpx
 import orjson
 import uvicorn
 
-LATENCY = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.05
+LATENCY = 0.05  # seconds; the command line's LATENCY_MS when run as a script
 BODY = orjson.dumps(
     {
         "id": "chatcmpl-bench",
@@ -62,5 +66,25 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     await send({"type": "http.response.body", "body": BODY})
 
 
+def start_upstream(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
+    """This upstream in a child process on a free port, once it answers: (process, URL)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from support.server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, str(port), str(latency_ms)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(f"{url}/v1/chat/completions", json={}, timeout=2)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the fake upstream did not start")
+
+
 if __name__ == "__main__":
+    LATENCY = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.05
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)

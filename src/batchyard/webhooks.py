@@ -317,20 +317,11 @@ async def declare_config_endpoints(store: WebhookStore, keys: KeyStore, declared
             workspace_id = OPEN_WORKSPACE  # open mode's batches belong to "default" itself
         elif item.workspace is not None:
             workspace_id = await keys.workspace_id(item.workspace, new_id=new_workspace_id(), now=now)
+        events = wire.events_column(item.events or list(wire.BATCH_EVENTS))
         records.append(
-            EndpointRecord(
-                id=config_endpoint_id(item),
-                url=item.url,
-                name=item.name,
-                description=item.description,
-                events=wire.events_column(item.events or list(wire.BATCH_EVENTS)),
-                workspace_id=workspace_id,
-                secret=item.secret,
-                state="enabled",
-                disabled_reason="",
-                source="config",
-                created_at=now,
-                updated_at=now,
+            EndpointRecord.enabled(
+                config_endpoint_id(item), item.url, item.name, item.description, events, workspace_id, item.secret,
+                "config", now,
             )
-        )
+        )  # fmt: skip
     await store.sync_config(records)

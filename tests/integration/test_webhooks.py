@@ -333,30 +333,39 @@ def test_private_targets_are_refused_unless_allowed(tmp_path: Path) -> None:
 # -- idempotent creates --------------------------------------------------------------------
 
 
+def race(n: int, create: object) -> list[str]:
+    """``create(i)`` from ``n`` threads released together; the ids they got. Any failure fails."""
+    made: list[str] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        try:
+            start.wait()
+            made.append(create(i))  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == [] and len(made) == n
+    return made
+
+
 def test_idempotent_create_raced_from_ten_clients_makes_one_batch(tmp_path: Path, fresh_database_url: str) -> None:
     proc = ServerProcess(fresh_database_url, config_text=config(), workdir=tmp_path)
     proc.start()
     try:
         requests = [{"custom_id": f"r{i}", "params": simple_params(model="slow")} for i in range(200)]
-        made: list[str] = []
-        failures: list[BaseException] = []
-        start = threading.Barrier(10)
-
-        def create() -> None:
-            try:
-                client = make_client(proc.url)
-                start.wait()
-                batch = client.messages.batches.create(requests=requests, extra_headers={"Idempotency-Key": "nightly-1"})  # type: ignore[arg-type]
-                made.append(batch.id)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                failures.append(exc)
-
-        threads = [threading.Thread(target=create) for _ in range(10)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert failures == [] and len(made) == 10 and len(set(made)) == 1
+        clients = [make_client(proc.url) for _ in range(10)]
+        made = race(
+            10,
+            lambda i: clients[i].messages.batches.create(requests=requests, extra_headers={"Idempotency-Key": "nightly-1"}).id,  # type: ignore[arg-type]
+        )
+        assert len(set(made)) == 1
         client = make_client(proc.url)
         assert [b.id for b in client.messages.batches.list().data] == made[:1]
 
@@ -377,28 +386,15 @@ def test_idempotent_create_raced_from_ten_clients_makes_one_batch(tmp_path: Path
             file=("in.jsonl", b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"slow","messages":[{"role":"user","content":"hi"}]}}\n'),
             purpose="batch",
         )
-        openai_made: list[str] = []
-        gate = threading.Barrier(10)
-
-        def create_openai() -> None:
-            try:
-                local = openai.OpenAI(base_url=f"{proc.url}/v1", api_key="k", max_retries=0)
-                gate.wait()
-                openai_made.append(
-                    local.batches.create(
-                        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
-                        extra_headers={"Idempotency-Key": "nightly-1"},
-                    ).id
-                )
-            except BaseException as exc:  # noqa: BLE001
-                failures.append(exc)
-
-        threads = [threading.Thread(target=create_openai) for _ in range(10)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert failures == [] and len(openai_made) == 10 and len(set(openai_made)) == 1
+        openai_clients = [openai.OpenAI(base_url=f"{proc.url}/v1", api_key="k", max_retries=0) for _ in range(10)]
+        openai_made = race(
+            10,
+            lambda i: openai_clients[i].batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+                extra_headers={"Idempotency-Key": "nightly-1"},
+            ).id,
+        )  # fmt: skip
+        assert len(set(openai_made)) == 1
         assert [b.id for b in oa.batches.list().data] == openai_made[:1]
         with pytest.raises(openai.ConflictError, match="different request body"):
             oa.batches.create(
@@ -418,25 +414,15 @@ def test_idempotency_keys_hold_across_api_processes_on_postgresql(tmp_path: Path
         for proc in procs:
             proc.start()
         try:
-            made: list[str] = []
-            start = threading.Barrier(10)
-
-            def create(i: int) -> None:
-                client = make_client(procs[i % 2].url)
-                start.wait()
-                made.append(
-                    client.messages.batches.create(
-                        requests=[{"custom_id": "a", "params": simple_params()}],  # type: ignore[list-item]
-                        extra_headers={"Idempotency-Key": "across"},
-                    ).id
-                )
-
-            threads = [threading.Thread(target=create, args=(i,)) for i in range(10)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
-            assert len(made) == 10 and len(set(made)) == 1
+            clients = [make_client(procs[i % 2].url) for i in range(10)]
+            made = race(
+                10,
+                lambda i: clients[i].messages.batches.create(
+                    requests=[{"custom_id": "a", "params": simple_params()}],  # type: ignore[list-item]
+                    extra_headers={"Idempotency-Key": "across"},
+                ).id,
+            )
+            assert len(set(made)) == 1
             assert query(url, "SELECT count(*) FROM batches")[0][0] == 1
         finally:
             for proc in procs:

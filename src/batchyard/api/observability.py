@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..metrics import gauge_lines
+from ..store.schema import DeliveryState
 from .openapi import openapi_document
 from .responses import json_response
 from .state import services
@@ -52,11 +53,10 @@ async def metrics(request: Request) -> Response:
     except Exception:
         deliveries = None
     if deliveries is not None:
-        names = {0: "pending", 1: "delivered", 2: "failed"}
         lines += gauge_lines(
             "batchyard_webhook_deliveries",
             "Webhook deliveries in the outbox by state (pending: still to be delivered).",
-            {(("state", names[k]),): deliveries.get(k, 0) for k in names},
+            {(("state", s.name.lower()),): deliveries.get(int(s), 0) for s in DeliveryState},
         )
     if svc.engine is not None:
         lines += gauge_lines("batchyard_engine_in_hand", "Requests this engine holds.", {(): len(svc.engine.inflight)})

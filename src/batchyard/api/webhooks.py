@@ -81,19 +81,16 @@ async def create_endpoint(request: Request) -> Response:
         raise invalid_request(f"An organization can have at most {wire.MAX_ENDPOINTS} webhook endpoints")
     now = now_us()
     secret = wire.new_secret()
-    record = EndpointRecord(
-        id=new_webhook_endpoint_id(now // 1000),
-        url=url,
-        name=wire.check_text(body.get("name"), "name", wire.MAX_NAME) or "",
-        description=wire.check_text(body.get("description"), "description", wire.MAX_DESCRIPTION) or "",
-        events=wire.events_column(events),
-        workspace_id=await _workspace(request, body.get("workspace_id")),
-        secret=secret,
-        state="enabled",
-        disabled_reason="",
-        source="api",
-        created_at=now,
-        updated_at=now,
+    record = EndpointRecord.enabled(
+        new_webhook_endpoint_id(now // 1000),
+        url,
+        wire.check_text(body.get("name"), "name", wire.MAX_NAME) or "",
+        wire.check_text(body.get("description"), "description", wire.MAX_DESCRIPTION) or "",
+        wire.events_column(events),
+        await _workspace(request, body.get("workspace_id")),
+        secret,
+        "api",
+        now,
     )
     await store.create_endpoint(record)
     return json_response(wire.endpoint(record, secret=secret))

@@ -30,6 +30,7 @@ from ..protocol import webhooks as hooks_wire
 from ..protocol.errors import ApiError, invalid_request
 from ..protocol.timestamps import now_us, to_rfc3339
 from ..store.batches import BatchRecord
+from ..store.schema import DeliveryState
 
 STATIC = Path(__file__).parent / "static"
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
@@ -299,7 +300,9 @@ async def usage(request: Request) -> Response:
     )
 
 
-DELIVERY_STATES = {0: "pending", 1: "delivered", 2: "failed", -1: "gone"}
+def _delivery(state: int) -> str:
+    """A delivery's state by name; "gone" when its row was dropped (its endpoint deleted)."""
+    return DeliveryState(state).name.lower() if state in DeliveryState._value2member_map_ else "gone"
 
 
 async def webhooks(request: Request) -> Response:
@@ -317,7 +320,7 @@ async def webhooks(request: Request) -> Response:
             "endpoints": [
                 {k: v for k, v in hooks_wire.endpoint(e).items() if k != "type"} for e in endpoints
             ],
-            "deliveries": {DELIVERY_STATES[state]: n for state, n in counts.items()},
+            "deliveries": {_delivery(state): n for state, n in counts.items()},
             "attempts": [
                 {
                     "event_id": a.event_id,
@@ -330,7 +333,7 @@ async def webhooks(request: Request) -> Response:
                     "duration_ms": round(a.duration_us / 1000, 1),
                     "status_code": a.status_code,
                     "error": a.error,
-                    "delivery": DELIVERY_STATES.get(a.delivery_state, "gone"),
+                    "delivery": _delivery(a.delivery_state),
                 }
                 for a in attempts
             ],

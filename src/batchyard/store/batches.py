@@ -83,10 +83,9 @@ class QueueFull(Exception):
 
 Attempt = tuple[str, int, int]  # (batch id, index, attempt number): one claim of one request
 
-# The database's clock on PostgreSQL, in microseconds: every host compares leases and retry
-# times against this one clock, so hosts whose clocks differ neither steal live leases nor
-# keep dead ones. (SQLite is embedded: its clock is the host's.)
-_PG_NOW = PG_NOW
+# Leases and retry times are compared on PG_NOW, the database's clock, on PostgreSQL: hosts
+# whose clocks differ neither steal live leases nor keep dead ones. (SQLite is embedded:
+# its clock is the host's.)
 
 
 def _fence() -> tuple[Any, ...]:
@@ -318,8 +317,8 @@ class BatchStore:
         return (*bounds, R.c.idx.in_(list(idxs)))
 
     def _db_now(self) -> Any:
-        """Now, on the clock leases are compared against (see ``_PG_NOW``)."""
-        return _PG_NOW if self.db.is_postgres else literal(self.clock(), BigInteger)
+        """Now, on the clock leases are compared against (see ``PG_NOW``)."""
+        return PG_NOW if self.db.is_postgres else literal(self.clock(), BigInteger)
 
     # -- batches -----------------------------------------------------------------------
 

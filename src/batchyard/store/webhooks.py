@@ -46,6 +46,14 @@ class EndpointRecord:
     def from_row(cls, row: Any) -> EndpointRecord:
         return cls(*row)
 
+    @classmethod
+    def enabled(
+        cls, endpoint_id: str, url: str, name: str, description: str, events: str, workspace_id: str | None,
+        secret: str, source: str, now: int,
+    ) -> EndpointRecord:
+        """A new endpoint, enabled, as made through the API or declared in the config."""
+        return cls(endpoint_id, url, name, description, events, workspace_id, secret, "enabled", "", source, now, now)
+
 
 _ENDPOINT_COLUMNS = [
     E.c.id, E.c.url, E.c.name, E.c.description, E.c.events, E.c.workspace_id, E.c.secret, E.c.state,
