@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import math
 import os
 import random
@@ -173,23 +174,59 @@ def _last_user_text(request: MessageCreateRequest) -> str:
     return ""
 
 
-def _sentences(rng: random.Random, count: int) -> str:
-    out = []
-    for _ in range(count):
-        words = rng.choices(_WORDS, k=rng.randint(5, 13))  # one call per sentence, not one per word
-        words[0] = words[0].capitalize()
-        sentence = " ".join(words)
-        if rng.random() < 0.3:
-            cut = rng.randint(2, len(words) - 2)
-            sentence = " ".join(words[:cut]) + ", " + " ".join(words[cut:])
-        out.append(sentence + rng.choice(".....?!"))
-    return " ".join(out)
+# Text is drawn from a byte stream (SHAKE-256 of the seed): one byte per word from a table
+# of 256, a fixed run of bytes per sentence, so a longer reply extends a shorter one. It is
+# built as pieces, each one token with the space before it, and only as far as the budget
+# reaches: cutting after N tokens is taking N pieces, with no tokenizing of the text.
+_TEXT_WORDS = tuple(w for w in _WORDS if w not in {"indian", "boy", "men", "mile", "feet", "spell", "miss"})
+assert len(_TEXT_WORDS) == 256
+_SPACED = tuple(" " + w for w in _TEXT_WORDS)
+_CAPITAL = tuple(w.capitalize() for w in _TEXT_WORDS)
+_SPACED_CAPITAL = tuple(" " + w for w in _CAPITAL)
+_ENDS = ".....?!"
+_SENTENCE_BYTES = 17  # its length, whether and where a comma goes, its end, up to 13 words
 
 
-def _reply_text(rng: random.Random, request: MessageCreateRequest) -> str:
-    topic = _TOKEN_RE.findall(_last_user_text(request))[:6]
-    opening = f"About {' '.join(topic)}: " if topic else ""
-    return opening + _sentences(rng, rng.randint(2, 6))
+def _stream(seed: int, purpose: bytes, sentences: int) -> bytes:
+    return hashlib.shake_256(purpose + seed.to_bytes(8, "big")).digest(1 + sentences * _SENTENCE_BYTES)
+
+
+def _add_sentences(pieces: list[str], stream: bytes, fewest: int, choices: int, limit: int) -> bool:
+    """Add ``fewest`` + (a stream byte mod ``choices``) sentences to ``pieces``, stopping
+    once there are more than ``limit`` of them; True if it stopped short (the text is cut)."""
+    count = fewest + stream[0] % choices
+    for number in range(count):
+        base = 1 + number * _SENTENCE_BYTES
+        length = 5 + stream[base] % 9
+        words = stream[base + 4 : base + 4 + length]
+        pieces.append((_SPACED_CAPITAL if pieces else _CAPITAL)[words[0]])
+        if stream[base + 1] < 77:  # three in ten sentences have a comma, after word 2..length-2
+            comma = 2 + stream[base + 2] % (length - 3)
+            pieces += [_SPACED[b] for b in words[1:comma]]
+            pieces.append(",")
+            pieces += [_SPACED[b] for b in words[comma:]]
+        else:
+            pieces += [_SPACED[b] for b in words[1:]]
+        pieces.append(_ENDS[stream[base + 3] % 7])
+        if len(pieces) > limit:
+            return True
+    return False
+
+
+def _sentences_text(seed: int, purpose: bytes, fewest: int, most: int, limit: int, opening: list[str]) -> tuple[str, int, bool]:
+    """Text of ``fewest``..``most`` sentences after ``opening`` (pieces), cut after ``limit``
+    tokens: the text, its token count and whether it was cut."""
+    pieces = opening
+    cut = _add_sentences(pieces, _stream(seed, purpose, most), fewest, most - fewest + 1, limit)
+    if cut:
+        del pieces[limit:]
+    return "".join(pieces), len(pieces), cut
+
+
+def _opening(request: MessageCreateRequest) -> list[str]:
+    """"About <the first six tokens of the last user turn>:" as pieces (none without any)."""
+    topic = [match.group() for match in itertools.islice(_TOKEN_RE.finditer(_last_user_text(request)), 6)]
+    return ["About", *(" " + token for token in topic), ":"] if topic else []
 
 
 # -- tool inputs from JSON schema ----------------------------------------------------
@@ -305,7 +342,7 @@ class SimulatorBackend(Backend):
     def generate(self, req: GenerateRequest) -> dict[str, Any]:
         """The reply as a Message body (no waiting, no faults)."""
         request = req.request
-        rng = random.Random(_seed(request, req.body))
+        seed = _seed(request, req.body)
         budget = request.max_tokens
         stops = [s for s in request.stop_sequences or [] if s]
         content: list[dict[str, Any]] = []
@@ -315,11 +352,10 @@ class SimulatorBackend(Backend):
 
         thinking = request.thinking
         if isinstance(thinking, (ThinkingEnabled, ThinkingAdaptive)) and budget > 0:
-            idea = _sentences(rng, rng.randint(1, 3))
             limit = budget
             if isinstance(thinking, ThinkingEnabled):
                 limit = min(budget, thinking.budget_tokens)
-            idea, n, cut = _cut_after_tokens(idea, limit)
+            idea, n, cut = _sentences_text(seed, b"thinking", 1, 3, limit, [])
             signature = base64.b64encode(hashlib.sha256(idea.encode()).digest()).decode()
             shown = "" if thinking.display == "omitted" else idea
             content.append({"type": "thinking", "thinking": shown, "signature": signature})
@@ -327,15 +363,15 @@ class SimulatorBackend(Backend):
             if cut and n >= budget:
                 return self._message(req, content, "max_tokens", None, used)
 
-        tool = self._tool_to_call(request, rng)
+        rng = random.Random(seed) if request.tools else None  # tool choice and input only
+        tool = None if rng is None else self._tool_to_call(request, rng)
         if tool is not None and isinstance(request.tool_choice, (ToolChoiceAny, ToolChoiceTool)):
             # A forced tool call: the real API prefills the turn, so the call comes first.
-            text = ""
+            text, n, cut = _cut_after_tokens("", budget - used)
         elif tool is not None:
-            text = f"I'll use the {tool.name} tool."
+            text, n, cut = _cut_after_tokens(f"I'll use the {tool.name} tool.", budget - used)
         else:
-            text = _reply_text(rng, request)
-        text, n, cut = _cut_after_tokens(text, budget - used)
+            text, n, cut = _sentences_text(seed, b"text", 2, 6, budget - used, _opening(request))
         hit = self._first_stop(text, stops)
         if hit is not None:
             index, sequence = hit
@@ -350,6 +386,7 @@ class SimulatorBackend(Backend):
         if stop_reason != "end_turn" or tool is None:
             return self._message(req, content, stop_reason, stop_sequence, used)
 
+        assert rng is not None
         tool_input = fake_from_schema(tool.input_schema.model_dump(exclude_none=True), rng)
         cost = count_text_tokens(orjson.dumps(tool_input).decode()) + 2
         if used + cost > budget:

@@ -39,13 +39,17 @@ def _base58(number: int, width: int) -> str:
 
 
 _fast = random.Random(secrets.randbits(128))
+# A random byte to a base58 character (byte mod 58: the first 24 characters a little more
+# often, 22 of them still hold over 128 bits).
+_BASE58_OF_BYTE = bytes(ord(BASE58_ALPHABET[b % 58]) for b in range(256))
 
 
 def _random_tail() -> str:
-    # Message, tool-use and request ids only need to be unique, not unguessable, and are
-    # made on every request: a seeded PRNG spares a system call each. Batch ids (which name
-    # stored data) keep the operating system's randomness.
-    return _base58(_fast.getrandbits(128), _TAIL_LENGTH)
+    # Message, tool-use and request ids only need to be unique, not unguessable or ordered,
+    # and are made on every request: a seeded PRNG spares a system call each, and 22 random
+    # bytes mapped to characters in one call spare a Python loop of divisions. Batch ids
+    # (which name stored data, and sort by time) keep the operating system's randomness.
+    return _fast.randbytes(_TAIL_LENGTH).translate(_BASE58_OF_BYTE).decode("ascii")
 
 
 def new_batch_id(now_ms: int | None = None) -> str:
