@@ -16,8 +16,17 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 Labels = tuple[tuple[str, str], ...]
 
 
+_KEYS: dict[tuple[tuple[str, str], ...], Labels] = {}  # labels as a call site passes them -> sorted
+
+
 def _labels(labels: dict[str, str]) -> Labels:
-    return tuple(sorted(labels.items()))
+    given = tuple(labels.items())
+    key = _KEYS.get(given)
+    if key is None:
+        key = tuple(sorted(given))
+        if len(_KEYS) < 10_000:  # (label sets are few; this only bounds a surprise)
+            _KEYS[given] = key
+    return key
 
 
 def _escape(value: str) -> str:

@@ -90,6 +90,12 @@ class Backend:
         """Calls in flight this route allows (None: no bound of its own)."""
         return self.route.max_concurrency
 
+    def instant(self) -> bool:
+        """Whether ``create`` answers without ever waiting (no I/O, no sleep): the engine then
+        runs batch lines one after another in one task instead of a task each, which is
+        most of what such a call costs."""
+        return False
+
     def capabilities(self) -> dict[str, Any] | None:
         """What ``GET /v1/models`` says this route's model can do (None: unknown)."""
         return None

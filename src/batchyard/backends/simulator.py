@@ -184,7 +184,7 @@ _SPACED = tuple(" " + w for w in _TEXT_WORDS)
 _CAPITAL = tuple(w.capitalize() for w in _TEXT_WORDS)
 _SPACED_CAPITAL = tuple(" " + w for w in _CAPITAL)
 _ENDS = ".....?!"
-_SENTENCE_BYTES = 17  # its length, whether and where a comma goes, its end, up to 13 words
+_SENTENCE_BYTES = 15  # its length, whether and where a comma goes, its end, up to 11 words
 
 
 def _stream(seed: int, purpose: bytes, sentences: int) -> bytes:
@@ -197,7 +197,7 @@ def _add_sentences(pieces: list[str], stream: bytes, fewest: int, choices: int, 
     count = fewest + stream[0] % choices
     for number in range(count):
         base = 1 + number * _SENTENCE_BYTES
-        length = 5 + stream[base] % 9
+        length = 5 + stream[base] % 7
         words = stream[base + 4 : base + 4 + length]
         pieces.append((_SPACED_CAPITAL if pieces else _CAPITAL)[words[0]])
         if stream[base + 1] < 77:  # three in ten sentences have a comma, after word 2..length-2
@@ -371,7 +371,9 @@ class SimulatorBackend(Backend):
         elif tool is not None:
             text, n, cut = _cut_after_tokens(f"I'll use the {tool.name} tool.", budget - used)
         else:
-            text, n, cut = _sentences_text(seed, b"text", 2, 6, budget - used, _opening(request))
+            # 2-4 sentences of 5-11 words after an opening of at most 8 tokens: a whole reply
+            # fits in 64 tokens (at most 4 x 13 + 8 = 60).
+            text, n, cut = _sentences_text(seed, b"text", 2, 4, budget - used, _opening(request))
         hit = self._first_stop(text, stops)
         if hit is not None:
             index, sequence = hit
@@ -454,6 +456,9 @@ class SimulatorBackend(Backend):
         marker = self.options.crash_marker
         if marker is not None and marker in _last_user_text(req.request):
             os._exit(70)  # no cleanup, no goodbye: what a segfault in a model looks like
+
+    def instant(self) -> bool:
+        return self.options.latency_ms in (0, (0, 0)) and not self.options.token_latency_ms
 
     async def create(self, req: GenerateRequest) -> dict[str, Any]:
         self._maybe_crash(req)

@@ -35,6 +35,7 @@ from ..protocol.usage import Tokens, tokens_of
 from ..store.batches import Attempt, ClaimedRequest
 from ..store.database import is_database_outage
 from ..store.notify import Notifier
+from ..store.schema import RequestState
 from .cancels import CancelWatcher
 from .heartbeat import Heartbeat
 from .inflight import InFlight, Running
@@ -94,6 +95,7 @@ class Engine:
         self._loops: list[asyncio.Task[None]] = []
         self._upkeep: set[asyncio.Task[None]] = set()
         self._next_due: float | None = None  # loop time when a retry this engine scheduled comes due
+        self._instant = {index for index, backend in router.backends.items() if backend.instant()}
         self.completed = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -237,7 +239,14 @@ class Engine:
                 pairs = list(zip(entries[start : start + PREPARE_SLICE], prepared, strict=True))
                 for first in range(0, len(pairs), START_SLICE):
                     for running, ready in pairs[first : first + START_SLICE]:
-                        if running.request.attempt in self.inflight:  # not lost meanwhile
+                        if running.request.attempt not in self.inflight:
+                            continue  # lost meanwhile
+                        if running.route in self._instant and (ready.call is None or ready.call.passthrough is None):
+                            # A backend that never waits: run here, no task of its own (a
+                            # cancel or a lost lease finds it done). Only a full route or a
+                            # file_id source to read makes it wait, and the lines after it with it.
+                            await self._run(running, ready)
+                        else:
                             running.task = asyncio.create_task(self._run(running, ready))
                     # Tasks started together run back to back before the loop looks at its
                     # sockets again: started a few dozen at a time, none waits long.
@@ -297,7 +306,7 @@ class Engine:
         assert route is not None  # the validator checked the model
         backend = self.router.backends[route.index]
         limiter = self.limiters[route.index]
-        if self.files is not None:  # file_id sources resolve when the line runs
+        if self.files is not None and _may_name_files(request.params):  # they resolve when the line runs
             try:
                 validated = await self.files.resolve(validated, request.workspace_id, backend)
             except ApiError as exc:
@@ -355,21 +364,29 @@ class Engine:
     def _settled(self, reports: Sequence[Report], settled: Settled) -> None:
         """The writer wrote a round: those attempts are done; stale ones were not ours."""
         loop = asyncio.get_running_loop()
-        routes = {r.request.attempt: r.route_id for r in reports}
-        tokens: dict[tuple[str, str, str], Tokens] = {}  # summed per round, counted once per kind
+        routes: dict[Attempt, str | None] | None = None
+        # Counted per round, once per kind: results by type, tokens by workspace and model.
+        results: dict[RequestState, int] = {}
+        tokens: dict[tuple[str, str, str], Tokens] = {}
+        drop = self.inflight.drop
         for decision in settled.written:
-            self.inflight.drop(decision.outcome.attempt)
+            outcome = decision.outcome
+            drop(outcome.attempt)
             if decision.retry:
-                self.metrics.retries.inc(route=routes.get(decision.outcome.attempt) or "")
-                due = loop.time() + decision.outcome.retry_delay_us / 1e6
+                if routes is None:
+                    routes = {r.request.attempt: r.route_id for r in reports}
+                self.metrics.retries.inc(route=routes.get(outcome.attempt) or "")
+                due = loop.time() + outcome.retry_delay_us / 1e6
                 self._next_due = due if self._next_due is None else min(self._next_due, due)
                 self._wake.set()
             else:
-                self.metrics.results.inc(type=decision.outcome.state.result_type)
-                if decision.outcome.usage is not None:
-                    used, spent = decision.outcome.usage
+                results[outcome.state] = results.get(outcome.state, 0) + 1
+                if outcome.usage is not None:
+                    used, spent = outcome.usage
                     group = (used.workspace_id, self.router.metric_model(used.model), used.service_tier)
                     tokens[group] = tokens[group] + spent if group in tokens else spent
+        for state, count in results.items():
+            self.metrics.results.inc(count, type=state.result_type)
         for (workspace_id, model, tier), spent in tokens.items():
             count_tokens(self.metrics, workspace_id, model, tier, spent)
         stale = [a for a in settled.stale if a in self.inflight]
@@ -401,6 +418,12 @@ class Engine:
     def _closed(self, batch_ids: set[str]) -> None:
         """Batches that ended (expired) or went away under requests in hand."""
         self._lost([r.request.attempt for r in self.inflight.of_batches(batch_ids)], "closed")
+
+
+def _may_name_files(params: bytes) -> bool:
+    """Whether params could hold a ``file_id`` source (a key spelled with an escape too),
+    before walking the request for one."""
+    return b"file_id" in params or b"\\u" in params
 
 
 def make_limiters(router: Router) -> dict[int, RouteLimiter]:

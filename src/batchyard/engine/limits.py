@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import BackendError
@@ -65,28 +64,27 @@ class RouteLimiter:
                 self.active += 1
                 waiter.set_result(None)
 
-    @asynccontextmanager
-    async def slot(self, *, interactive: bool, group: Hashable = None) -> AsyncIterator[None]:
-        if self._has_room() and not self._interactive and (interactive or not self._groups):
-            self.active += 1
+    def slot(self, *, interactive: bool, group: Hashable = None) -> Slot:
+        """``async with limiter.slot(...)``: a call in flight for the block."""
+        return Slot(self, interactive, group)
+
+    async def _wait(self, interactive: bool, group: Hashable) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if interactive:
+            self._interactive.append(waiter)
         else:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if interactive:
-                self._interactive.append(waiter)
-            else:
-                self._groups.setdefault(group, deque()).append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self.active -= 1  # granted just as we were cancelled: give it back
-                    self._wake_next()
-                raise
+            self._groups.setdefault(group, deque()).append(waiter)
         try:
-            yield
-        finally:
-            self.active -= 1
-            self._wake_next()
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.active -= 1  # granted just as we were cancelled: give it back
+                self._wake_next()
+            raise
+
+    def _release(self) -> None:
+        self.active -= 1
+        self._wake_next()
 
     def record(self, *, overloaded: bool) -> None:
         """Feed back the outcome of a call (adaptive limit)."""
@@ -101,6 +99,26 @@ class RouteLimiter:
             self.limit += 1
             self._successes = 0
             self._wake_next()
+
+
+class Slot:
+    """One call's place on its route. A class, not a generator-based context manager: with
+    room free, entering and leaving cost two plain calls (this is on every call's path)."""
+
+    __slots__ = ("_limiter", "_interactive", "_group")
+
+    def __init__(self, limiter: RouteLimiter, interactive: bool, group: Hashable) -> None:
+        self._limiter, self._interactive, self._group = limiter, interactive, group
+
+    async def __aenter__(self) -> None:
+        limiter = self._limiter
+        if limiter._has_room() and not limiter._interactive and (self._interactive or not limiter._groups):
+            limiter.active += 1
+        else:
+            await limiter._wait(self._interactive, self._group)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._limiter._release()
 
 
 def record_call(

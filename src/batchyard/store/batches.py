@@ -39,7 +39,7 @@ from ..protocol.batch_create import BatchLine
 from ..protocol.ids import new_event_id
 from ..protocol.timestamps import now_us
 from ..protocol.usage import Tokens
-from .database import PG_NOW, Database
+from .database import PG_NOW, Database, DriverStatement
 from .schema import OPEN_STATES, RequestState, batch_requests, batches, idempotency_keys
 from .usage import UsageKey, UsageStore, merge
 from .webhooks import OutboxEvent, WebhookStore
@@ -306,6 +306,7 @@ class BatchStore:
         self.clock = clock  # the host's clock (microseconds); tests may set their own
         self.usage = UsageStore(db)
         self.webhooks = WebhookStore(db)
+        self._compiled: dict[str, DriverStatement] = {}
 
     def _among(self, idxs: Sequence[int]) -> tuple[Any, ...]:
         """``idx`` is one of these: bounded as a range (so the index scan is narrow), then as
@@ -315,6 +316,13 @@ class BatchStore:
         if self.db.is_postgres:
             return (*bounds, R.c.idx == any_(bindparam("idxs", list(idxs), type_=ARRAY(Integer))))
         return (*bounds, R.c.idx.in_(list(idxs)))
+
+    def _driver_statement(self, name: str, build: Callable[[], Any]) -> DriverStatement:
+        """The statement ``build`` makes, built and compiled for this database once."""
+        compiled = self._compiled.get(name)
+        if compiled is None:
+            compiled = self._compiled[name] = DriverStatement(build(), self.db.dialect_impl)
+        return compiled
 
     def _db_now(self) -> Any:
         """Now, on the clock leases are compared against (see ``PG_NOW``)."""
@@ -383,12 +391,15 @@ class BatchStore:
                     )
                 )  # fmt: skip
             count = 0
-            insert_requests = insert(R)
+            insert_requests = self._driver_statement(
+                "insert_requests",
+                lambda: insert(R).values({name: bindparam(name) for name in ("batch_id", "idx", "custom_id", "model", "params")}),
+            )
             async for chunk in chunks:
                 if not chunk:
                     continue
-                await conn.execute(
-                    insert_requests,
+                await insert_requests.executemany(
+                    conn,
                     [
                         {
                             "batch_id": record.id,
@@ -638,23 +649,14 @@ class BatchStore:
         )
         async with self.db.write() as conn:
             rows = (await conn.execute(statement)).all()
+        b = batch
         claimed = [
             ClaimedRequest(
-                batch.id,
-                r.idx,
-                r.custom_id,
-                r.params,
-                r.attempts,
-                batch.api_version,
-                batch.expires_at,
-                batch.workspace_id,
-                r.lease_losses,
-                r.model,
-                batch.endpoint,
-                batch.key_id,
+                b.id, idx, custom_id, params, attempts, b.api_version, b.expires_at, b.workspace_id, losses, model,
+                b.endpoint, b.key_id,
             )
-            for r in rows
-        ]
+            for idx, custom_id, params, attempts, losses, model in rows
+        ]  # fmt: skip
         claimed.sort(key=lambda c: c.idx)
         return claimed
 
@@ -725,23 +727,26 @@ class BatchStore:
             return Finished()
         batch_ids = sorted({o.batch_id for o in outcomes})
         now = self.clock()
-        statement = (
-            update(R)
+        driver = self._driver_statement(
+            "finish",
+            lambda: update(R)
             .where(*_fence())
             .values(
                 state=bindparam("state"),
                 result=bindparam("result"),
                 finished_at=bindparam("finished"),
-                next_attempt_at=self._db_now() + bindparam("delay", type_=BigInteger),
+                # (on SQLite, now as a parameter: the statement is compiled once)
+                next_attempt_at=(PG_NOW if self.db.is_postgres else bindparam("now", type_=BigInteger))
+                + bindparam("delay", type_=BigInteger),
                 lease_owner=None,
                 lease_expires_at=None,
-            )
+            ),
         )
         by_attempt = {o.attempt: o for o in outcomes}
 
         async def write(conn: AsyncConnection, attempts: Sequence[Attempt]) -> Any:
-            return await conn.execute(
-                statement,
+            return await driver.executemany(
+                conn,
                 [
                     {
                         "b": o.batch_id,
@@ -752,6 +757,7 @@ class BatchStore:
                         "result": o.result,
                         "finished": None if o.state == RequestState.PENDING else now,
                         "delay": o.retry_delay_us,
+                        "now": now,
                     }
                     for o in (by_attempt[a] for a in attempts)
                 ],

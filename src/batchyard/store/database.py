@@ -8,6 +8,7 @@ use a small pool of their own under WAL. PostgreSQL uses one pool for both.
 from __future__ import annotations
 
 import fcntl
+import operator
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,30 @@ def is_database_outage(exc: BaseException) -> bool:
         return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and is_database_outage(cause)
+
+
+class DriverStatement:
+    """A Core statement compiled once for a dialect and run by the driver with positional
+    rows: an ``executemany`` of a thousand rows without SQLAlchemy's per-row parameter
+    processing (about 8 µs a row). Values go to the driver as they are, so it serves
+    statements whose parameters the drivers take natively (ints, strings, bytes, None)."""
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        names = list(compiled.positiontup or [])
+        # The statement's own bound values (``state == RUNNING``, say), as plain values.
+        values = compiled.params
+        self._fixed = {
+            name: int(values[name]) if isinstance(values[name], int) else values[name]
+            for bind, name in compiled.bind_names.items()
+            if not bind.required
+        }
+        self._row = operator.itemgetter(*names) if len(names) > 1 else (lambda values: (values[names[0]],))
+
+    async def executemany(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
+        fixed, row = self._fixed, self._row
+        return await conn.exec_driver_sql(self.sql, [row({**fixed, **values}) for values in rows])
 
 
 class EngineRefused(RuntimeError):
@@ -194,6 +219,11 @@ class Database:
                 pool_timeout=600,
             )
             self._reader = self._writer
+
+    @property
+    def dialect_impl(self) -> Any:
+        """The SQLAlchemy dialect statements are compiled for."""
+        return self._writer.dialect
 
     @property
     def is_postgres(self) -> bool:

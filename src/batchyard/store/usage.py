@@ -42,11 +42,17 @@ def minute_of(now_us: int) -> int:
 
 def merge(entries: Iterable[tuple[UsageKey, Tokens]]) -> dict[UsageKey, tuple[int, Tokens]]:
     """Entries summed per key: (requests, tokens)."""
-    merged: dict[UsageKey, tuple[int, Tokens]] = {}
+    sums: dict[UsageKey, list[int]] = {}  # (in plain ints: this runs for every result)
     for key, tokens in entries:
-        count, total = merged.get(key, (0, Tokens()))
-        merged[key] = (count + 1, total + tokens)
-    return merged
+        entry = sums.get(key)
+        if entry is None:
+            entry = sums[key] = [0, 0, 0, 0, 0]
+        entry[0] += 1
+        entry[1] += tokens.uncached_input
+        entry[2] += tokens.cache_creation
+        entry[3] += tokens.cache_read
+        entry[4] += tokens.output
+    return {key: (entry[0], Tokens(*entry[1:])) for key, entry in sums.items()}
 
 
 class UsageStore:
