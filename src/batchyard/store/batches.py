@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Integer,
+    String,
     any_,
     bindparam,
     delete,
@@ -27,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
     update,
 )
@@ -306,7 +309,6 @@ class BatchStore:
         self.clock = clock  # the host's clock (microseconds); tests may set their own
         self.usage = UsageStore(db)
         self.webhooks = WebhookStore(db)
-        self._compiled: dict[str, DriverStatement] = {}
 
     def _among(self, idxs: Sequence[int]) -> tuple[Any, ...]:
         """``idx`` is one of these: bounded as a range (so the index scan is narrow), then as
@@ -316,13 +318,6 @@ class BatchStore:
         if self.db.is_postgres:
             return (*bounds, R.c.idx == any_(bindparam("idxs", list(idxs), type_=ARRAY(Integer))))
         return (*bounds, R.c.idx.in_(list(idxs)))
-
-    def _driver_statement(self, name: str, build: Callable[[], Any]) -> DriverStatement:
-        """The statement ``build`` makes, built and compiled for this database once."""
-        compiled = self._compiled.get(name)
-        if compiled is None:
-            compiled = self._compiled[name] = DriverStatement(build(), self.db.dialect_impl)
-        return compiled
 
     def _db_now(self) -> Any:
         """Now, on the clock leases are compared against (see ``PG_NOW``)."""
@@ -391,7 +386,7 @@ class BatchStore:
                     )
                 )  # fmt: skip
             count = 0
-            insert_requests = self._driver_statement(
+            insert_requests = self.db.statement(
                 "insert_requests",
                 lambda: insert(R).values({name: bindparam(name) for name in ("batch_id", "idx", "custom_id", "model", "params")}),
             )
@@ -575,63 +570,94 @@ class BatchStore:
         async with self.db.read() as conn:
             return {RequestState(state): n for state, n in await conn.execute(_by_state(batch_id))}
 
+    # The statements below run on every claim round: each is built and compiled once, with
+    # its batch, bounds and clock as parameters (``now``: on SQLite only; PostgreSQL reads
+    # its own clock), and run by the driver.
+
+    def _now(self) -> Any:
+        return PG_NOW if self.db.is_postgres else bindparam("now", type_=BigInteger)
+
+    def _ready_now(self, batch: Any) -> tuple[Any, ...]:
+        """The conditions of a request of ``batch`` (a column or a parameter) ready to run now."""
+        return (R.c.batch_id == batch, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= self._now())
+
+    def _among_listed(self) -> tuple[Any, ...]:
+        """``idx`` between ``lo`` and ``hi`` (a narrow index scan) and one of ``idxs``: an
+        array on PostgreSQL, a JSON array read by ``json_each`` on SQLite (one statement
+        text for any count)."""
+        bounds = (R.c.idx >= bindparam("lo"), R.c.idx <= bindparam("hi"))
+        if self.db.is_postgres:
+            return (*bounds, R.c.idx == any_(bindparam("idxs", type_=ARRAY(Integer))))
+        listed: Any = select(literal_column("value")).select_from(func.json_each(bindparam("idxs", type_=String)))
+        return (*bounds, R.c.idx.in_(listed))
+
+    def _listed(self, idxs: Sequence[int]) -> dict[str, Any]:
+        listed: Any = list(idxs) if self.db.is_postgres else orjson.dumps(list(idxs)).decode()
+        return {"lo": min(idxs), "hi": max(idxs), "idxs": listed}
+
     async def claimable_batches(self) -> list[ClaimableBatch]:
         """In-progress batches with a request ready to run, oldest first."""
-        ready = exists().where(
-            R.c.batch_id == B.c.id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= self._db_now()
-        )
-        query = (
-            select(B.c.id, B.c.workspace_id, B.c.api_version, B.c.expires_at, B.c.endpoint, B.c.key_id)
-            .where(B.c.processing_status == "in_progress", ready)
-            .order_by(B.c.id)
+        statement = self.db.statement(
+            "claimable_batches",
+            lambda: select(B.c.id, B.c.workspace_id, B.c.api_version, B.c.expires_at, B.c.endpoint, B.c.key_id)
+            .where(B.c.processing_status == "in_progress", exists().where(*self._ready_now(B.c.id)))
+            .order_by(B.c.id),
         )
         async with self.db.read() as conn:
-            return [ClaimableBatch(*row) for row in await conn.execute(query)]
-
-    def _ready(self, batch_id: str) -> tuple[Any, ...]:
-        """The conditions of a request of this batch that is ready to run now."""
-        return (R.c.batch_id == batch_id, R.c.state == RequestState.PENDING, R.c.next_attempt_at <= self._db_now())
+            return [ClaimableBatch(*row) for row in await statement.execute(conn, {"now": self.clock()})]
 
     async def peek_ready(self, batch_id: str, limit: int, after_idx: int = -1) -> list[ReadyRow]:
         """The first ``limit`` requests of a batch after ``after_idx`` that are ready to run,
         without taking them: the engine picks which its routes can start now."""
-        query = (
-            select(R.c.idx, R.c.model, R.c.lease_losses)
-            .where(*self._ready(batch_id), R.c.idx > after_idx)
+        statement = self.db.statement(
+            "peek_ready",
+            lambda: select(R.c.idx, R.c.model, R.c.lease_losses)
+            .where(*self._ready_now(bindparam("batch")), R.c.idx > bindparam("after"))
             .order_by(R.c.idx)
-            .limit(limit)
+            .limit(bindparam("limit")),
         )
+        values = {"batch": batch_id, "after": after_idx, "limit": limit, "now": self.clock()}
         async with self.db.read() as conn:
-            return [ReadyRow(*row) for row in await conn.execute(query)]
+            return [ReadyRow(*row) for row in await statement.execute(conn, values)]
 
     async def claim(self, batch: ClaimableBatch, owner: str, idxs: Sequence[int], lease_us: int) -> list[ClaimedRequest]:
         """Lease these requests of one in-progress batch for ``lease_us``: those still ready
         (another engine may have taken some meanwhile; it is skipped, not waited for)."""
         if not idxs:
             return []
-        picked = _picked(
-            select(R.c.batch_id, R.c.idx).where(*self._ready(batch.id), *self._among(idxs)).with_for_update(skip_locked=True)
+        statement = self.db.statement(
+            "claim",
+            lambda: self._lease_statement(
+                select(R.c.batch_id, R.c.idx)
+                .where(*self._ready_now(bindparam("batch")), *self._among_listed())
+                .with_for_update(skip_locked=True)
+            ),
         )
-        return await self._lease(batch, owner, picked, lease_us)
+        return await self._lease(batch, owner, statement, lease_us, self._listed(idxs))
 
     async def claim_next(
         self, batch: ClaimableBatch, owner: str, limit: int, lease_us: int, *, below_losses: int
     ) -> list[ClaimedRequest]:
         """Lease the next ``limit`` ready requests of a batch that lost their worker fewer than
         ``below_losses`` times: one statement, for an engine with no route bound to respect."""
-        picked = _picked(
-            select(R.c.batch_id, R.c.idx)
-            .where(*self._ready(batch.id), R.c.lease_losses < below_losses)
-            .order_by(R.c.idx)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        statement = self.db.statement(
+            "claim_next",
+            lambda: self._lease_statement(
+                select(R.c.batch_id, R.c.idx)
+                .where(*self._ready_now(bindparam("batch")), R.c.lease_losses < bindparam("below"))
+                .order_by(R.c.idx)
+                .limit(bindparam("limit"))
+                .with_for_update(skip_locked=True)
+            ),
         )
-        return await self._lease(batch, owner, picked, lease_us)
+        return await self._lease(batch, owner, statement, lease_us, {"limit": limit, "below": below_losses})
 
-    async def _lease(self, batch: ClaimableBatch, owner: str, picked: Any, lease_us: int) -> list[ClaimedRequest]:
-        now = self._db_now()
-        still_in_progress = exists().where(B.c.id == batch.id, B.c.processing_status == "in_progress")
-        statement = (
+    def _lease_statement(self, picking: Any) -> Any:
+        """Lease the rows ``picking`` selects (of batch ``batch``, if it is still in progress)
+        to ``owner`` for ``lease`` µs, returning what the engine needs to run them."""
+        picked = _picked(picking)
+        still_in_progress = exists().where(B.c.id == bindparam("batch"), B.c.processing_status == "in_progress")
+        return (
             update(R)
             .where(
                 R.c.batch_id == picked.c.batch_id,
@@ -641,14 +667,19 @@ class BatchStore:
             )
             .values(
                 state=RequestState.RUNNING,
-                lease_owner=owner,
-                lease_expires_at=now + lease_us,
+                lease_owner=bindparam("owner"),
+                lease_expires_at=self._now() + bindparam("lease", type_=BigInteger),
                 attempts=R.c.attempts + 1,
             )
             .returning(R.c.idx, R.c.custom_id, R.c.params, R.c.attempts, R.c.lease_losses, R.c.model)
         )
+
+    async def _lease(
+        self, batch: ClaimableBatch, owner: str, statement: DriverStatement, lease_us: int, values: dict[str, Any]
+    ) -> list[ClaimedRequest]:
+        values = {**values, "batch": batch.id, "owner": owner, "lease": lease_us, "now": self.clock()}
         async with self.db.write() as conn:
-            rows = (await conn.execute(statement)).all()
+            rows = (await statement.execute(conn, values)).all()
         b = batch
         claimed = [
             ClaimedRequest(
@@ -727,7 +758,7 @@ class BatchStore:
             return Finished()
         batch_ids = sorted({o.batch_id for o in outcomes})
         now = self.clock()
-        driver = self._driver_statement(
+        driver = self.db.statement(
             "finish",
             lambda: update(R)
             .where(*_fence())

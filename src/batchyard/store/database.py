@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import operator
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +72,9 @@ class DriverStatement:
             if not bind.required
         }
         self._row = operator.itemgetter(*names) if len(names) > 1 else (lambda values: (values[names[0]],))
+
+    async def execute(self, conn: AsyncConnection, values: dict[str, Any]) -> Any:
+        return await conn.exec_driver_sql(self.sql, self._row({**self._fixed, **values}))
 
     async def executemany(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
         fixed, row = self._fixed, self._row
@@ -202,6 +205,7 @@ class Database:
     def __init__(self, url: DatabaseUrl, *, pool_size: int = 10) -> None:
         self.url = url
         self.dialect = url.dialect
+        self._statements: dict[str, DriverStatement] = {}
         if url.dialect == "sqlite":
             path = url.sqlite_path
             if path is not None:
@@ -220,10 +224,14 @@ class Database:
             )
             self._reader = self._writer
 
-    @property
-    def dialect_impl(self) -> Any:
-        """The SQLAlchemy dialect statements are compiled for."""
-        return self._writer.dialect
+    def statement(self, name: str, build: Callable[[], Any]) -> DriverStatement:
+        """The statement ``build`` makes, built and compiled for this database once: for
+        statements on every claim and every write of results, where building, caching and
+        executing through SQLAlchemy cost more than the database's own work."""
+        compiled = self._statements.get(name)
+        if compiled is None:
+            compiled = self._statements[name] = DriverStatement(build(), self._writer.dialect)
+        return compiled
 
     @property
     def is_postgres(self) -> bool:

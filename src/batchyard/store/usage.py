@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import bindparam, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -61,6 +61,7 @@ class UsageStore:
 
     def _upsert(self) -> Any:
         insert = (postgresql.insert if self.db.is_postgres else sqlite.insert)(U)
+        insert = insert.values({name: bindparam(name) for name in (*KEY_COLUMNS, *COUNTERS)})
         return insert.on_conflict_do_update(
             index_elements=[U.c[name] for name in KEY_COLUMNS],
             set_={name: U.c[name] + insert.excluded[name] for name in COUNTERS},
@@ -85,7 +86,7 @@ class UsageStore:
             {**dict(zip(KEY_COLUMNS, bucket, strict=True)), **dict(zip(COUNTERS, counts, strict=True))}
             for bucket, counts in sorted(totals.items())
         ]
-        await conn.execute(self._upsert(), rows)
+        await self.db.statement("usage_upsert", self._upsert).executemany(conn, rows)
 
     async def add(self, merged: dict[UsageKey, tuple[int, Tokens]]) -> None:
         if merged:
