@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import itertools
 import math
 import os
 import random
@@ -225,8 +224,11 @@ def _sentences_text(seed: int, purpose: bytes, fewest: int, most: int, limit: in
 
 def _opening(request: MessageCreateRequest) -> list[str]:
     """"About <the first six tokens of the last user turn>:" as pieces (none without any)."""
-    topic = [match.group() for match in itertools.islice(_TOKEN_RE.finditer(_last_user_text(request)), 6)]
-    return ["About", *(" " + token for token in topic), ":"] if topic else []
+    text = _last_user_text(request)
+    topic = _TOKEN_RE.findall(text[:256])  # (a prompt may be long; its first six tokens are not)
+    if len(topic) < 7 and len(text) > 256:  # the sixth may run past the cut
+        topic = _TOKEN_RE.findall(text)
+    return ["About", *(" " + token for token in topic[:6]), ":"] if topic else []
 
 
 # -- tool inputs from JSON schema ----------------------------------------------------
