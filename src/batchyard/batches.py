@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -50,6 +51,7 @@ log = logging.getLogger("batchyard.batches")
 INGEST_CHUNK = 500
 RESULTS_PAGE = 2000
 RESULTS_PAGE_BYTES = 8 * 1024 * 1024
+CANDIDATES_TTL = 0.25  # seconds a busy engine goes on claiming from the batches it last read
 PEEK_FIRST = 64  # ready requests looked at first per batch per claim, then 4x as many
 PEEK_MAX = 2000
 CLAIM_RACES = 4  # rounds of picking past rows another engine leased first
@@ -138,6 +140,7 @@ class Batches:
         engine = settings.engine
         self.policy = OutcomePolicy(engine.retry_base, engine.retry_cap, engine.max_lease_losses)
         self._rotation = 0
+        self._candidates: tuple[float, builtins.list[ClaimableBatch]] | None = None  # (read at, batches)
         self._blocked: dict[str, set[str | None]] = {}  # batch -> models its ready requests need
         self._last_archive_sweep = 0.0
         self._live: dict[str, tuple[float, dict[str, int]]] = {}  # batch -> (good until, counts)
@@ -329,15 +332,28 @@ class Batches:
 
     # -- the engine side ---------------------------------------------------------------
 
-    async def claim_ready(self, owner: str, budget: ClaimBudget) -> builtins.list[ClaimedRequest] | None:
+    async def claim_ready(
+        self, owner: str, budget: ClaimBudget, *, fresh: bool = True
+    ) -> builtins.list[ClaimedRequest] | None:
         """Lease ready requests the engine can start now (``budget``), shared evenly across
         in-progress batches so a small batch is not stuck behind a large one. None when
-        nothing at all is ready (new work will come with a notice or the next poll)."""
+        nothing at all is ready (new work will come with a notice or the next poll).
+
+        Which batches have work is read again unless ``fresh`` is false and the last round
+        took all it wanted from them less than ``CANDIDATES_TTL`` ago (a busy engine then
+        spends no query per round on it; a new batch comes with a notice, which asks for a
+        fresh read)."""
         if budget.want <= 0:
             return []
-        candidates = await self.store.claimable_batches()
-        if not candidates:
-            return None
+        now = time.monotonic()
+        if fresh or self._candidates is None or now - self._candidates[0] > CANDIDATES_TTL:
+            self._candidates = None
+            candidates = await self.store.claimable_batches()
+            if not candidates:
+                return None
+        else:
+            candidates = self._candidates[1]
+        wanted_in_all = budget.want
         start = self._rotation % len(candidates)
         self._rotation += 1
         order = candidates[start:] + candidates[:start]
@@ -362,6 +378,8 @@ class Batches:
             claimed += await self._claim_picked(batch, owner, wanted, budget, lease_us)
         if len(self._blocked) > len(candidates):
             self._blocked = {b: m for b, m in self._blocked.items() if b in {c.id for c in candidates}}
+        # All that was wanted: these batches likely have more. Less: read them again next time.
+        self._candidates = (now, candidates) if len(claimed) >= wanted_in_all else None
         return claimed
 
     async def _claim_picked(

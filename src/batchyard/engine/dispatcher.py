@@ -46,7 +46,7 @@ from .writer import OutcomeWriter
 log = logging.getLogger("batchyard.engine")
 
 PREPARE_SLICE = 256  # claimed requests parsed and checked per trip to a thread
-START_SLICE = 32  # requests started per turn of the event loop
+START_SLICE = 128  # requests started per turn of the event loop
 
 
 def new_owner_id() -> str:
@@ -95,6 +95,7 @@ class Engine:
         self._loops: list[asyncio.Task[None]] = []
         self._upkeep: set[asyncio.Task[None]] = set()
         self._next_due: float | None = None  # loop time when a retry this engine scheduled comes due
+        self._news = True  # a notice (or a retry coming due) since the last claim: read which batches have work
         self._instant = {index for index, backend in router.backends.items() if backend.instant()}
         self.completed = 0
 
@@ -148,6 +149,7 @@ class Engine:
 
     def _there_may_be_work(self) -> None:
         self._drained = False
+        self._news = True
         self._wake.set()
 
     def _spawn_upkeep(self, work: Awaitable[None]) -> None:
@@ -168,10 +170,12 @@ class Engine:
         while not self._stopping:
             if self._next_due is not None and self._next_due <= loop.time():
                 self._next_due = None  # claiming now picks it up
+                self._news = True
             budget = self._budget()
             if self._worth_claiming(budget):
                 want = budget.want
-                claimed = await self.batches.claim_ready(self.owner, budget)
+                claimed = await self.batches.claim_ready(self.owner, budget, fresh=self._news)
+                self._news = False
                 # Nothing ready anywhere: wait for a notice or the poll. Otherwise what is
                 # left waits for room on its routes, which finished requests make.
                 self._drained = claimed is None
