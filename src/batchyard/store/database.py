@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import operator
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ def is_database_outage(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return True
+    if isinstance(exc, sqlite3.OperationalError):  # (from statements run on the driver itself)
+        return True
     if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError)):
         return True
     if isinstance(exc, asyncpg.PostgresError) and (
@@ -54,13 +57,40 @@ def is_database_outage(exc: BaseException) -> bool:
     return cause is not None and cause is not exc and is_database_outage(cause)
 
 
+@dataclass(slots=True)
+class DriverRows:
+    """What a statement run on the SQLite driver itself gave: its rows and its row count."""
+
+    rows: list[Any]
+    rowcount: int
+
+    def all(self) -> list[Any]:
+        return self.rows
+
+    def __iter__(self) -> Any:
+        return iter(self.rows)
+
+
+async def _aiosqlite_of(conn: AsyncConnection) -> Any:
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
+
+
 class DriverStatement:
     """A Core statement compiled once for a dialect and run by the driver with positional
     rows: an ``executemany`` of a thousand rows without SQLAlchemy's per-row parameter
     processing (about 8 µs a row). Values go to the driver as they are, so it serves
-    statements whose parameters the drivers take natively (ints, strings, bytes, None)."""
+    statements whose parameters the drivers take natively (ints, strings, bytes, None).
+
+    On SQLite it goes to aiosqlite directly, inside the transaction SQLAlchemy opened on the
+    same connection: one trip to the connection's thread per statement (rows fetched in the
+    same trip), where SQLAlchemy's adapter makes several and spends more on the way than
+    SQLite does on the work. Its errors are then sqlite3's own (``is_database_outage``
+    knows them)."""
 
     def __init__(self, statement: Any, dialect: Any) -> None:
+        self._on_sqlite = dialect.name == "sqlite"
         compiled = statement.compile(dialect=dialect)
         self.sql: str = compiled.string
         names = list(compiled.positiontup or [])
@@ -74,11 +104,25 @@ class DriverStatement:
         self._row = operator.itemgetter(*names) if len(names) > 1 else (lambda values: (values[names[0]],))
 
     async def execute(self, conn: AsyncConnection, values: dict[str, Any]) -> Any:
-        return await conn.exec_driver_sql(self.sql, self._row({**self._fixed, **values}))
+        """Run once; the result has ``all()``, iteration and ``rowcount``."""
+        row = self._row({**self._fixed, **values})
+        if self._on_sqlite:
+            sqlite = await _aiosqlite_of(conn)
+            before = sqlite.total_changes
+            rows = list(await sqlite.execute_fetchall(self.sql, row))
+            return DriverRows(rows, sqlite.total_changes - before)
+        return await conn.exec_driver_sql(self.sql, row)
 
     async def executemany(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
+        """Run once per row; the result has ``rowcount`` (on SQLite, rows changed in all)."""
         fixed, row = self._fixed, self._row
-        return await conn.exec_driver_sql(self.sql, [row({**fixed, **values}) for values in rows])
+        values = [row({**fixed, **given}) for given in rows]
+        if self._on_sqlite:
+            sqlite = await _aiosqlite_of(conn)
+            before = sqlite.total_changes
+            await sqlite.executemany(self.sql, values)
+            return DriverRows([], sqlite.total_changes - before)
+        return await conn.exec_driver_sql(self.sql, values)
 
 
 class EngineRefused(RuntimeError):
