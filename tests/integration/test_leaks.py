@@ -43,6 +43,30 @@ def send_and_leave(server_url: str, request: bytes) -> None:
         sock.sendall(request)
 
 
+def test_a_stream_abandoned_midway_stops_and_frees_its_slot(server: ServerProcess) -> None:
+    """dripping-model sends a token every 250 ms: this reply has 52 (13 s of stream). A
+    client that reads the first events and leaves must stop it there, its slot given back
+    at once, not when the reply would have ended."""
+    params = {**simple_params("leave midway 126", model="dripping-model"), "stream": True}
+    full = make_client(server.url, timeout=30).messages.create(**{**params, "stream": False})
+    assert full.usage.output_tokens >= 40  # the stream it stands for lasts 10 s or more
+    body = orjson.dumps(params)
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"x-api-key: test-key\r\nanthropic-version: 2023-06-01\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(head + body)
+        seen = b""
+        while b"content_block_delta" not in seen:
+            seen += sock.recv(65536)
+        assert metric(server.url, "batchyard_route_in_flight", route="dripping-model") == 1
+    left = time.monotonic()
+    while metric(server.url, "batchyard_route_in_flight", route="dripping-model") != 0:
+        assert time.monotonic() - left < 4, "the abandoned stream went on"
+        time.sleep(0.05)
+
+
 def test_a_stream_abandoned_before_its_first_event_frees_its_slot(server: ServerProcess) -> None:
     """slow-model has two slots and takes 300 ms to start: clients that leave meanwhile
     must not keep them (before, each such stream held a slot for good)."""

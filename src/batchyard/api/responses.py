@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -66,7 +67,32 @@ class ClosingStreamingResponse(StreamingResponse):
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream the body; when the client leaves first, stop it (its upstream call closes
+        with it). A task of our own waits for the disconnect and cancels the stream:
+        Starlette's way, an anyio task group per response, took a quarter of the CPU of a
+        whole streamed call (the server here does not raise on a send after a disconnect,
+        so the wait is needed)."""
+        streaming = asyncio.current_task()
+        assert streaming is not None
+        state = {"done": False, "left": False}
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not state["done"]:
+                state["left"] = True
+                streaming.cancel()
+
+        watcher = asyncio.create_task(watch())
         try:
-            await super().__call__(scope, receive, send)
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not state["left"]:
+                raise
+            streaming.uncancel()  # the client left: the end of this stream, not of the server
         finally:
+            state["done"] = True
+            watcher.cancel()
             await self._on_close()
+        if self.background is not None:
+            await self.background()
