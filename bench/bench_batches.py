@@ -11,6 +11,13 @@ download of the results file (MB/s).
     .venv/bin/python bench/bench_batches.py --latency-ms 200 --max-concurrency 256 --concurrency 512 --requests 10000
     .venv/bin/python bench/bench_batches.py --src /tmp/old/src --requests 30000   # another checkout's code
 
+Paired before/after on a machine whose speed drifts: run two at once, each on its own core,
+and compare ``server_cpu_us_per_request`` (the server's CPU from the create to the end,
+ingest included, per request) and ``steady_req_per_s`` (first to last result, SQLite):
+
+    .venv/bin/python bench/bench_batches.py --requests 100000 --src /tmp/old/src & \
+    .venv/bin/python bench/bench_batches.py --requests 100000; wait
+
 ``--database pg`` makes a temporary database on the local PostgreSQL (BATCHYARD_TEST_POSTGRES)
 and drops it after. ``--workers N`` runs ``serve --no-engine`` plus N ``batchyard worker``
 processes instead of one process with its own engine.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -41,6 +49,24 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steady_rate(database: str, batch_id: str, count: int) -> float | None:
+    """Requests ÷ (last finished_at − first finished_at) on SQLite: the engine's pace once
+    it runs, without the ingest."""
+    if not database.startswith("sqlite:///"):
+        return None
+    with sqlite3.connect(database.removeprefix("sqlite:///")) as db:
+        first, last = db.execute(
+            "SELECT min(finished_at), max(finished_at) FROM batch_requests WHERE batch_id = ?", (batch_id,)
+        ).fetchone()
+    return round(count / ((last - first) / 1e6)) if last > first else None
 
 
 def body(count: int, param_bytes: int) -> bytes:
@@ -86,6 +112,7 @@ max_concurrency = {args.max_concurrency}
             http = httpx.Client(base_url=server.url, headers=HEADERS, timeout=600)
             for count in args.requests:
                 payload = body(count, args.param_bytes)
+                cpu_before = cpu_seconds(server.proc.pid)
                 started = time.perf_counter()
                 response = http.post("/v1/messages/batches", content=payload)
                 create_s = time.perf_counter() - started
@@ -98,6 +125,7 @@ max_concurrency = {args.max_concurrency}
                     time.sleep(0.5)
                     batch = http.get(f"/v1/messages/batches/{batch['id']}").json()
                 wall_s = time.perf_counter() - started
+                server_cpu_s = cpu_seconds(server.proc.pid) - cpu_before
                 created = datetime.fromisoformat(batch["created_at"])
                 ended = datetime.fromisoformat(batch["ended_at"])
                 process_s = (ended - created).total_seconds()
@@ -120,6 +148,8 @@ max_concurrency = {args.max_concurrency}
                         "create_s": round(create_s, 2),
                         "ended_after_s": round(process_s, 2),
                         "engine_req_per_s": round(count / process_s) if process_s else None,
+                        "steady_req_per_s": steady_rate(database, batch["id"], count),
+                        "server_cpu_us_per_request": round(server_cpu_s / count * 1e6, 1),
                         "wall_s": round(wall_s, 2),
                         "results_mb": round(size / 1e6, 1),
                         "results_mb_per_s": round(size / 1e6 / download_s, 1),
