@@ -430,6 +430,12 @@ async def sweep_forever(files: Files, db: Any) -> None:
         await asyncio.sleep(files.settings.files.sweep_interval)
 
 
+def may_reference_files(params: bytes) -> bool:
+    """Whether raw params could hold a ``file_id`` source (the key spelled with an escape
+    too): a byte search that spares walking the request for one (``Files.resolve``)."""
+    return b"file_id" in params or b"\\u" in params
+
+
 def _file_references(request: Any) -> Iterator[tuple[tuple[str | int, ...], Any, FileSource]]:
     """(path in the body, block, FileSource) for each file source of a document or image
     block, including those inside tool results."""

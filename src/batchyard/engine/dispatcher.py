@@ -24,7 +24,7 @@ from ..backends.base import BackendError, GenerateRequest
 from ..backends.router import Router
 from ..batches import Batches, ClaimBudget, Settled
 from ..config import EngineSettings
-from ..files import Files
+from ..files import Files, may_reference_files
 from ..metrics import Metrics, count_tokens
 from ..outcomes import Report
 from ..protocol.errors import ApiError, invalid_request
@@ -310,7 +310,7 @@ class Engine:
         assert route is not None  # the validator checked the model
         backend = self.router.backends[route.index]
         limiter = self.limiters[route.index]
-        if self.files is not None and _may_name_files(request.params):  # they resolve when the line runs
+        if self.files is not None and may_reference_files(request.params):  # they resolve when the line runs
             try:
                 validated = await self.files.resolve(validated, request.workspace_id, backend)
             except ApiError as exc:
@@ -422,12 +422,6 @@ class Engine:
     def _closed(self, batch_ids: set[str]) -> None:
         """Batches that ended (expired) or went away under requests in hand."""
         self._lost([r.request.attempt for r in self.inflight.of_batches(batch_ids)], "closed")
-
-
-def _may_name_files(params: bytes) -> bool:
-    """Whether params could hold a ``file_id`` source (a key spelled with an escape too),
-    before walking the request for one."""
-    return b"file_id" in params or b"\\u" in params
 
 
 def make_limiters(router: Router) -> dict[int, RouteLimiter]:

@@ -109,17 +109,20 @@ async def _still_held(store: BatchStore, conn: AsyncConnection, owner: str, atte
     by_batch: dict[str, list[int]] = {}
     for batch_id, idx, _ in attempts:
         by_batch.setdefault(batch_id, []).append(idx)
-    held: set[Attempt] = set()
-    for batch_id, idxs in by_batch.items():
+    def build() -> Any:
         query = select(R.c.batch_id, R.c.idx, R.c.attempts).where(
-            R.c.batch_id == batch_id,
-            *store._among(idxs),
-            R.c.lease_owner == owner,
+            R.c.batch_id == bindparam("batch"),
+            *store._among_listed(),
+            R.c.lease_owner == bindparam("owner"),
             R.c.state == RequestState.RUNNING,
         )
-        if store.db.is_postgres:
-            query = query.with_for_update()
-        held.update((row.batch_id, row.idx, row.attempts) for row in await conn.execute(query))
+        return query.with_for_update() if store.db.is_postgres else query
+
+    statement = store.db.statement("still_held", build)
+    held: set[Attempt] = set()
+    for batch_id, idxs in by_batch.items():
+        values = {"batch": batch_id, "owner": owner, **store._listed(idxs)}
+        held.update((b, i, a) for b, i, a in await statement.execute(conn, values))
     return {a for a in attempts if a in held}
 
 
@@ -310,17 +313,9 @@ class BatchStore:
         self.usage = UsageStore(db)
         self.webhooks = WebhookStore(db)
 
-    def _among(self, idxs: Sequence[int]) -> tuple[Any, ...]:
-        """``idx`` is one of these: bounded as a range (so the index scan is narrow), then as
-        one array parameter on PostgreSQL (one prepared statement for any count) or an
-        expanding IN list on SQLite."""
-        bounds = (R.c.idx >= min(idxs), R.c.idx <= max(idxs))
-        if self.db.is_postgres:
-            return (*bounds, R.c.idx == any_(bindparam("idxs", list(idxs), type_=ARRAY(Integer))))
-        return (*bounds, R.c.idx.in_(list(idxs)))
-
     def _db_now(self) -> Any:
-        """Now, on the clock leases are compared against (see ``PG_NOW``)."""
+        """Now, on the clock leases are compared against (see ``PG_NOW``), as a value in
+        the statement (``_now`` is the form for statements compiled once)."""
         return PG_NOW if self.db.is_postgres else literal(self.clock(), BigInteger)
 
     # -- batches -----------------------------------------------------------------------
@@ -766,9 +761,7 @@ class BatchStore:
                 state=bindparam("state"),
                 result=bindparam("result"),
                 finished_at=bindparam("finished"),
-                # (on SQLite, now as a parameter: the statement is compiled once)
-                next_attempt_at=(PG_NOW if self.db.is_postgres else bindparam("now", type_=BigInteger))
-                + bindparam("delay", type_=BigInteger),
+                next_attempt_at=self._now() + bindparam("delay", type_=BigInteger),
                 lease_owner=None,
                 lease_expires_at=None,
             ),

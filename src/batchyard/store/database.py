@@ -71,12 +71,6 @@ class DriverRows:
         return iter(self.rows)
 
 
-async def _aiosqlite_of(conn: AsyncConnection) -> Any:
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    return driver
-
-
 class DriverStatement:
     """A Core statement compiled once for a dialect and run by the driver with positional
     rows: an ``executemany`` of a thousand rows without SQLAlchemy's per-row parameter
@@ -105,24 +99,25 @@ class DriverStatement:
 
     async def execute(self, conn: AsyncConnection, values: dict[str, Any]) -> Any:
         """Run once; the result has ``all()``, iteration and ``rowcount``."""
-        row = self._row({**self._fixed, **values})
-        if self._on_sqlite:
-            sqlite = await _aiosqlite_of(conn)
-            before = sqlite.total_changes
-            rows = list(await sqlite.execute_fetchall(self.sql, row))
-            return DriverRows(rows, sqlite.total_changes - before)
-        return await conn.exec_driver_sql(self.sql, row)
+        return await self._run(conn, self._row({**self._fixed, **values}), many=False)
 
     async def executemany(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
         """Run once per row; the result has ``rowcount`` (on SQLite, rows changed in all)."""
         fixed, row = self._fixed, self._row
-        values = [row({**fixed, **given}) for given in rows]
-        if self._on_sqlite:
-            sqlite = await _aiosqlite_of(conn)
-            before = sqlite.total_changes
-            await sqlite.executemany(self.sql, values)
-            return DriverRows([], sqlite.total_changes - before)
-        return await conn.exec_driver_sql(self.sql, values)
+        return await self._run(conn, [row({**fixed, **given}) for given in rows], many=True)
+
+    async def _run(self, conn: AsyncConnection, parameters: Any, *, many: bool) -> Any:
+        if not self._on_sqlite:
+            return await conn.exec_driver_sql(self.sql, parameters)
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        before = driver.total_changes
+        if many:
+            await driver.executemany(self.sql, parameters)
+            rows: list[Any] = []
+        else:
+            rows = list(await driver.execute_fetchall(self.sql, parameters))
+        return DriverRows(rows, driver.total_changes - before)
 
 
 class EngineRefused(RuntimeError):
