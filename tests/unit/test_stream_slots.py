@@ -44,3 +44,45 @@ def test_a_client_gone_before_the_first_event_frees_the_slot_at_once() -> None:
     finally:
         gc.enable()
     assert (held, after) == (1, 0)
+
+
+def test_a_reply_ready_at_once_goes_out_in_one_write_with_the_end_of_the_response() -> None:
+    """The simulator at 0 ms has the whole reply at once: one burst, framed in one body
+    message that also ends the response (no separate empty terminator), and the stream's
+    bookkeeping (its slot, its call in the metrics) still runs to the end."""
+
+    async def scenario() -> tuple[list[dict[str, object]], int, float]:
+        router = Router([Route(id="*", backend="simulator", max_concurrency=1)])
+        limiters = make_limiters(router)
+        metrics = Metrics()
+        messages = Messages(router, limiters, metrics)
+        body = {"model": "m", "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        stream = await messages.stream(messages.validate(body, "2023-06-01"))
+        response = ClosingStreamingResponse(
+            _sse(stream, None), on_close=stream.aclose, media_type="text/event-stream", headers=SSE_HEADERS
+        )
+        sent: list[dict[str, object]] = []
+        gone = asyncio.Event()
+
+        async def receive() -> dict[str, str]:
+            await gone.wait()  # the client stays until the response is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                gone.set()  # as uvicorn's receive() does once the response is complete
+            await asyncio.sleep(0)
+
+        scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "method": "POST", "path": "/v1/messages"}
+        await response(scope, receive, send)
+        calls = metrics.backend_calls.values[(("kind", "stream"), ("outcome", "ok"), ("route", "*"))]
+        return sent, limiters[0].active, calls
+
+    sent, active, calls = asyncio.run(scenario())
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    body = sent[1]["body"]
+    assert isinstance(body, bytes) and sent[1]["more_body"] is False
+    names = [line.split(b": ", 1)[1] for line in body.split(b"\n") if line.startswith(b"event: ")]
+    assert names[0] == b"message_start" and names[-2:] == [b"message_delta", b"message_stop"]
+    assert (active, calls) == (0, 1)

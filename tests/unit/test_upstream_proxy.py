@@ -35,7 +35,7 @@ def test_no_proxy_in_the_environment_means_none(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_sse_events_are_split_right_across_network_chunks() -> None:
-    from batchyard.backends.upstream import sse_events
+    from batchyard.backends.upstream import sse_bursts
 
     stream = (
         "event: message_start\r\ndata: {\"a\": 1}\r\n\r\n"
@@ -57,8 +57,11 @@ def test_sse_events_are_split_right_across_network_chunks() -> None:
         def __init__(self, size: int) -> None:
             self.content = Content(size)
 
+    async def bursts(size: int) -> list[list[tuple[str | None, str]]]:
+        return [burst async for burst in sse_bursts(Response(size))]  # type: ignore[arg-type]
+
     async def events(size: int) -> list[tuple[str | None, str]]:
-        return [event async for event in sse_events(Response(size))]  # type: ignore[arg-type]
+        return [event for burst in await bursts(size) for event in burst]
 
     expected = [
         ("message_start", '{"a": 1}'),
@@ -68,3 +71,7 @@ def test_sse_events_are_split_right_across_network_chunks() -> None:
     ]
     for size in (1, 2, 3, 7, 64, len(stream)):  # boundaries everywhere, inside UTF-8 sequences too
         assert asyncio.run(events(size)) == expected, size
+    # What one network read completes travels together: the whole stream read at once is
+    # two bursts (the events before the unterminated last line, then that line).
+    assert asyncio.run(bursts(len(stream))) == [expected[:3], expected[3:]]
+    assert all(len(burst) == 1 for burst in asyncio.run(bursts(1)))

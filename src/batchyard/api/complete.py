@@ -14,8 +14,8 @@ from ..messages import MessageStream
 from ..protocol import complete, sse
 from ..protocol.errors import ApiError, error_envelope
 from .bodies import read_json
-from .messages import SSE_HEADERS
-from .responses import ClosingStreamingResponse, json_response, request_id_of
+from .messages import PING_FRAME, ends, sse_response
+from .responses import Last, json_response, request_id_of
 from .state import account_of, services
 
 
@@ -26,9 +26,7 @@ async def create_completion(request: Request) -> Response:
     if not call.stream:
         return json_response(complete.completion(await svc.messages.create(call.validated, account_of(request))))
     events = await svc.messages.stream(call.validated, account_of(request))
-    return ClosingStreamingResponse(
-        _sse(events, request_id_of(request)), on_close=events.aclose, media_type="text/event-stream", headers=SSE_HEADERS
-    )
+    return sse_response(_sse(events, request_id_of(request)), events, PING_FRAME, svc.messages.ping_interval)
 
 
 async def _sse(events: MessageStream, request_id: str | None) -> AsyncIterator[bytes]:
@@ -36,7 +34,9 @@ async def _sse(events: MessageStream, request_id: str | None) -> AsyncIterator[b
     try:
         async for burst in events.bursts():  # what arrived together, in one write
             framed = b"".join(sse.encode(out) for event in burst for out in stream.feed(event))
-            if framed:
+            if ends(burst):
+                yield Last(framed)
+            elif framed:
                 yield framed
     except ApiError as exc:
         # The status line has gone out already: a failure now travels as an error event.

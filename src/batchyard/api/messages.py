@@ -15,10 +15,11 @@ from ..messages import MessageStream
 from ..protocol import sse
 from ..protocol.errors import ApiError, error_envelope
 from .bodies import OFF_LOOP_BYTES, parse_json, read_body
-from .responses import ClosingStreamingResponse, json_response, request_id_of
+from .responses import ClosingStreamingResponse, Last, json_response, request_id_of
 from .state import account_of, services
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+PING_FRAME = sse.encode(sse.PING)
 
 
 async def _validated(request: Request, *, count_tokens: bool = False) -> Any:
@@ -42,15 +43,26 @@ async def create_message(request: Request) -> Response:
     if not validated.model.stream:
         return json_response(await svc.messages.create(validated, account_of(request)))
     events = await svc.messages.stream(validated, account_of(request))
+    return sse_response(_sse(events, request_id_of(request)), events, PING_FRAME, svc.messages.ping_interval)
+
+
+def sse_response(body: AsyncIterator[bytes], events: MessageStream, ping: bytes, ping_interval: float) -> ClosingStreamingResponse:
+    """A stream of server-sent events, ``ping`` after ``ping_interval`` s of quiet."""
     return ClosingStreamingResponse(
-        _sse(events, request_id_of(request)), on_close=events.aclose, media_type="text/event-stream", headers=SSE_HEADERS
+        body, on_close=events.aclose, ping=ping, ping_interval=ping_interval, media_type="text/event-stream", headers=SSE_HEADERS
     )
+
+
+def ends(burst: list[dict[str, Any]]) -> bool:
+    """Whether this burst ends the stream (``message_stop`` is the last event there is)."""
+    return burst[-1]["type"] == "message_stop"
 
 
 async def _sse(events: MessageStream, request_id: str | None) -> AsyncIterator[bytes]:
     try:
         async for burst in events.bursts():  # what arrived together, in one write
-            yield b"".join(map(sse.encode, burst))
+            framed = b"".join(map(sse.encode, burst))
+            yield Last(framed) if ends(burst) else framed
     except ApiError as exc:
         # The status line has gone out already: a failure now travels as an error event.
         yield b"event: error\ndata: " + orjson.dumps(error_envelope(exc.error_type, exc.message, request_id)) + b"\n\n"

@@ -57,42 +57,106 @@ def error_response(exc: ApiError, request: Request) -> Response:
     )
 
 
+class Last(bytes):
+    """The final chunk of a streamed body: it goes out with the end of the response, in
+    one write (the body iterator still runs to its end; nothing it yields after is sent)."""
+
+
 class ClosingStreamingResponse(StreamingResponse):
     """A streaming response that always runs ``on_close`` once it is done, however it ends:
     also when the client left before the first chunk (then the body iterator was never
-    started, and its own ``finally`` never runs)."""
+    started, and its own ``finally`` never runs). With ``ping``, those bytes go out after
+    ``ping_interval`` seconds in which nothing did (a quiet upstream), to keep proxies
+    from closing the connection."""
 
-    def __init__(self, content: Any, *, on_close: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        content: Any,
+        *,
+        on_close: Callable[[], Awaitable[None]],
+        ping: bytes | None = None,
+        ping_interval: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(content, **kwargs)
         self._on_close = on_close
+        self._ping = ping
+        self._ping_interval = ping_interval
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Stream the body; when the client leaves first, stop it (its upstream call closes
-        with it). A task of our own waits for the disconnect and cancels the stream:
+        with it). One task of our own waits for the disconnect (and sends the pings):
         Starlette's way, an anyio task group per response, took a quarter of the CPU of a
-        whole streamed call (the server here does not raise on a send after a disconnect,
-        so the wait is needed)."""
+        whole streamed call, and a reader task per stream with a timer per burst most of
+        the rest (the server here does not raise on a send after a disconnect, so the wait
+        is needed)."""
         streaming = asyncio.current_task()
         assert streaming is not None
-        state = {"done": False, "left": False}
+        loop = asyncio.get_running_loop()
+        state = _StreamState(loop.time())
 
         async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            if not state["done"]:
-                state["left"] = True
+            while True:
+                if self._ping is None:
+                    message = await receive()
+                else:
+                    try:
+                        async with asyncio.timeout_at(state.last_sent + self._ping_interval):
+                            message = await receive()
+                    except TimeoutError:
+                        if not state.sending and loop.time() - state.last_sent >= self._ping_interval:
+                            state.sending = True
+                            try:
+                                await send({"type": "http.response.body", "body": self._ping, "more_body": True})
+                            finally:
+                                state.sending = False
+                                state.last_sent = loop.time()
+                        continue
+                if message["type"] == "http.disconnect":
+                    break
+            if not state.done:
+                state.left = True
                 streaming.cancel()
 
-        watcher = asyncio.create_task(watch())
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        watcher = loop.create_task(watch())
         try:
-            await self.stream_response(send)
+            await self._send_body(send, state, loop)
         except asyncio.CancelledError:
-            if not state["left"]:
+            if not state.left:
                 raise
             streaming.uncancel()  # the client left: the end of this stream, not of the server
         finally:
-            state["done"] = True
+            state.done = True
             watcher.cancel()
             await self._on_close()
         if self.background is not None:
             await self.background()
+
+    async def _send_body(self, send: Send, state: _StreamState, loop: asyncio.AbstractEventLoop) -> None:
+        ended = False
+        async for chunk in self.body_iterator:
+            if ended:
+                continue  # after the Last chunk: run the iterator out, send nothing more
+            body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
+            if isinstance(chunk, Last):
+                # The response is complete with this write: no ping may follow it, and the
+                # disconnect the server reports from now on is not the client leaving.
+                ended = state.done = True
+            state.sending = True
+            await send({"type": "http.response.body", "body": body, "more_body": not ended})
+            state.sending = False
+            state.last_sent = loop.time()
+        if not ended:
+            state.done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _StreamState:
+    __slots__ = ("last_sent", "sending", "done", "left")
+
+    def __init__(self, now: float) -> None:
+        self.last_sent = now  # the loop's clock when bytes last went out
+        self.sending = False  # a send is under way (a slow client: no ping on top of it)
+        self.done = False  # the body is all out (or the stream ended): no more pings, no cancel
+        self.left = False  # the client left: the stream was cancelled for it

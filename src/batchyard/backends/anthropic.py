@@ -12,7 +12,7 @@ SDK takes it, e.g. ``https://api.anthropic.com``; or a list), ``api_key`` or
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ from ..protocol.ids import new_message_id
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
 from ..protocol.responses import ServiceTier
 from ..protocol.stream_repair import StreamCutShort, StreamRepair
-from .base import BackendError, GenerateRequest
+from .base import BackendError, GenerateRequest, events_of
 from .simulator import count_input_tokens
 from .upstream import (
     KNOWN_ERROR_TYPES,
@@ -31,7 +31,7 @@ from .upstream import (
     HttpBackendOptions,
     json_or_none,
     post_stream,
-    sse_events,
+    sse_bursts,
 )
 
 log = logging.getLogger("batchyard.anthropic")
@@ -103,38 +103,54 @@ class AnthropicBackend(HttpBackend):
         model = req.request.model if self.options.model else None
         return normalize_message(payload, model, req.service_tier)
 
-    async def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+        return events_of(self.stream_bursts(req))
+
+    async def stream_bursts(self, req: GenerateRequest) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The events of each network read together, normalized and repaired."""
         assert self.pool is not None, "backend not started"
         model = req.request.model if self.options.model else None
         body = orjson.dumps(self._body(req, stream=True))
         headers = {**self._headers(req.version), "accept": "text/event-stream"}
         # Whatever the upstream sends, clients get a valid event sequence (see StreamRepair).
         repair = StreamRepair(req.request.model, count_input_tokens(req.request), req.service_tier)
-        async with self.pool.use() as lease, post_stream(lease, "/v1/messages", body, headers) as response:
-            async for name, data in sse_events(response):
-                event = json_or_none(data.encode())
-                if not isinstance(event, dict):
-                    raise BackendError(502, "the upstream sent a stream event that is not a JSON object")
-                kind = name or event.get("type")
-                if kind == "error":
-                    raise _stream_error(event)
-                event = {**event, "type": kind}
-                if kind == "message_start" and isinstance(event.get("message"), dict):
-                    event = {**event, "message": normalize_message(event["message"], model, req.service_tier)}
-                elif kind == "message_delta":
-                    event = _normalized_delta(event)
-                for repaired in repair.feed(event):
-                    yield repaired
-                if repair.stopped:
-                    break
+        burst: list[dict[str, Any]] = []
         try:
-            for repaired in repair.finish():
-                yield repaired
-        except StreamCutShort as exc:
-            raise BackendError(502, str(exc), error_type="api_error") from None
+            async with self.pool.use() as lease, post_stream(lease, "/v1/messages", body, headers) as response:
+                async for events in sse_bursts(response):
+                    for name, data in events:
+                        event = json_or_none(data.encode())
+                        if not isinstance(event, dict):
+                            raise BackendError(502, "the upstream sent a stream event that is not a JSON object")
+                        kind = name or event.get("type")
+                        if kind == "error":
+                            raise _stream_error(event)
+                        event = {**event, "type": kind}
+                        if kind == "message_start" and isinstance(event.get("message"), dict):
+                            event = {**event, "message": normalize_message(event["message"], model, req.service_tier)}
+                        elif kind == "message_delta":
+                            event = _normalized_delta(event)
+                        burst.extend(repair.feed(event))
+                        if repair.stopped:
+                            break
+                    if repair.stopped:
+                        break
+                    if burst:
+                        yield burst
+                        burst = []
+            try:
+                burst.extend(repair.finish())
+            except StreamCutShort as exc:
+                raise BackendError(502, str(exc), error_type="api_error") from None
+        except BackendError:
+            if burst:  # what came before the failure still reaches the client, then the error
+                yield burst
+            raise
         finally:
             if repair.repaired:
                 log.info("repaired an upstream stream", extra={"route": self.route.id, "made_up": repair.repaired})
+        if burst:
+            yield burst
 
     async def count_tokens(self, request: CountTokensRequest | MessageCreateRequest) -> int:
         body = request.model_dump(

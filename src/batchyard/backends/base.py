@@ -7,7 +7,7 @@ are :class:`BackendError`, which says whether the engine may retry.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -59,6 +59,16 @@ class GenerateRequest:
     service_tier: ServiceTier = "standard"
 
 
+async def events_of(bursts: AsyncGenerator[list[dict[str, Any]], None]) -> AsyncIterator[dict[str, Any]]:
+    """The events of a stream of bursts, one by one (closing it when closed early)."""
+    try:
+        async for burst in bursts:
+            for event in burst:
+                yield event
+    finally:
+        await bursts.aclose()
+
+
 class Backend:
     name: ClassVar[str]
     options_model: ClassVar[type[BackendOptions]] = BackendOptions
@@ -82,6 +92,14 @@ class Backend:
 
     def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
         raise NotImplementedError
+
+    async def stream_bursts(self, req: GenerateRequest) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The stream's events in bursts of those that came together (one network read of
+        an upstream, a finished reply): each burst is one write to the client. A backend
+        that reads its events in batches overrides this (and ``stream`` becomes
+        ``events_of(self.stream_bursts(req))``); by default each event is a burst alone."""
+        async for event in self.stream(req):
+            yield [event]
 
     async def count_tokens(self, request: CountTokensRequest | MessageCreateRequest) -> int:
         raise NotImplementedError

@@ -10,17 +10,17 @@ The translation itself is in :mod:`.openai_translate`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
 from pydantic import Field
 
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
-from .base import BackendError, GenerateRequest
+from .base import BackendError, GenerateRequest, events_of
 from .openai_translate import Reasoning, StreamTranslator, from_chat_completion, to_chat_completion
 from .simulator import count_input_tokens
-from .upstream import HttpBackend, HttpBackendOptions, error_from_response, json_or_none, post_stream, sse_events
+from .upstream import HttpBackend, HttpBackendOptions, error_from_response, json_or_none, post_stream, sse_bursts
 
 
 class OpenAIOptions(HttpBackendOptions):
@@ -70,24 +70,41 @@ class OpenAIBackend(HttpBackend):
             payload["model"] = asked  # the name the client knows, not the upstream's
         return payload
 
-    async def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+        return events_of(self.stream_bursts(req))
+
+    async def stream_bursts(self, req: GenerateRequest) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The translated events of each network read together."""
         assert self.pool is not None, "backend not started"
         body = orjson.dumps(self._body(req, stream=True))
         headers = {**self._headers(), "content-type": "application/json", "accept": "text/event-stream"}
         translator = StreamTranslator(req.request, req.request.model, req.service_tier)
-        async with self.pool.use() as lease, post_stream(lease, "/chat/completions", body, headers) as response:
-            async for _, data in sse_events(response):
-                if data == "[DONE]":
-                    break
-                chunk = json_or_none(data.encode())
-                if not isinstance(chunk, dict):
-                    raise BackendError(502, "the upstream sent a stream chunk that is not a JSON object")
-                if "error" in chunk and "choices" not in chunk:
-                    raise error_from_response(response.status, response.headers, chunk)
-                for event in translator.feed(chunk):
-                    yield event
-        for event in translator.finish():
-            yield event
+        burst: list[dict[str, Any]] = []
+        try:
+            async with self.pool.use() as lease, post_stream(lease, "/chat/completions", body, headers) as response:
+                async for datas in sse_bursts(response):
+                    for _, data in datas:
+                        if data == "[DONE]":
+                            break
+                        chunk = json_or_none(data.encode())
+                        if not isinstance(chunk, dict):
+                            raise BackendError(502, "the upstream sent a stream chunk that is not a JSON object")
+                        if "error" in chunk and "choices" not in chunk:
+                            raise error_from_response(response.status, response.headers, chunk)
+                        burst.extend(translator.feed(chunk))
+                    else:
+                        if burst:
+                            yield burst
+                            burst = []
+                        continue
+                    break  # [DONE]
+            burst.extend(translator.finish())
+        except BackendError:
+            if burst:  # what came before the failure still reaches the client, then the error
+                yield burst
+            raise
+        if burst:
+            yield burst
 
     async def count_tokens(self, request: CountTokensRequest | MessageCreateRequest) -> int:
         # OpenAI-compatible servers share no token-count endpoint: estimate with the

@@ -23,7 +23,7 @@ import math
 import os
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 import orjson
@@ -472,13 +472,25 @@ class SimulatorBackend(Backend):
         self._maybe_fail(self.options.error_rate)
         return message
 
-    async def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+    async def _streamed_reply(self, req: GenerateRequest) -> dict[str, Any]:
         self._maybe_crash(req)
         delay = self._latency()
         if delay > 0:
             await asyncio.sleep(delay)
         self._maybe_fail(self.options.error_rate)
-        message = self.generate(req)
+        return self.generate(req)
+
+    async def stream_bursts(self, req: GenerateRequest) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Without a pause between tokens or faults mid-stream, the whole reply is ready at
+        once: one burst."""
+        if self.options.token_latency_ms or self.options.stream_error_rate:
+            async for burst in super().stream_bursts(req):
+                yield burst
+            return
+        yield list(message_events(await self._streamed_reply(req)))
+
+    async def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+        message = await self._streamed_reply(req)
         pause = self.options.token_latency_ms / 1000
         fail_at = -1
         if self.options.stream_error_rate and self._faults.random() < self.options.stream_error_rate:

@@ -266,21 +266,23 @@ async def post_stream(lease: Lease, path: str, body: bytes, headers: dict[str, s
         raise error_from_transport(exc, lease.base_url) from None
 
 
-async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str | None, str]]:
-    """``(event name, data)`` for each event of an SSE stream. Read a network chunk at a
-    time and split here: aiohttp's line reader costs a call chain per line, and a stream's
-    chunks usually hold several events."""
+async def sse_bursts(response: aiohttp.ClientResponse) -> AsyncIterator[list[tuple[str | None, str]]]:
+    """``(event name, data)`` for the events of an SSE stream, in bursts: those complete
+    after each network read, together (a stream's chunks usually hold several events; the
+    client then gets them in one write). Split here rather than with aiohttp's line
+    reader, which costs a call chain per line."""
     name: str | None = None
     data: list[str] = []
     rest = b""
     async for chunk in response.content.iter_any():
         lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
         rest = lines.pop()  # what follows the last newline: the start of the next line
+        burst: list[tuple[str | None, str]] = []
         for raw_line in lines:
             line = raw_line.decode("utf-8", errors="replace").rstrip("\r")
             if line == "":
                 if data:
-                    yield name, "\n".join(data)
+                    burst.append((name, "\n".join(data)))
                 name, data = None, []
                 continue
             if line.startswith(":"):
@@ -291,12 +293,14 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[st
                 name = value
             elif field_name == "data":
                 data.append(value)
+        if burst:
+            yield burst
     if rest:
         field_name, _, value = rest.decode("utf-8", errors="replace").rstrip("\r").partition(":")
         if field_name == "data":
             data.append(value[1:] if value.startswith(" ") else value)
     if data:
-        yield name, "\n".join(data)
+        yield [(name, "\n".join(data))]
 
 
 def json_or_none(raw: bytes) -> Any:
