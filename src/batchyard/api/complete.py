@@ -36,8 +36,8 @@ async def _sse(events: MessageStream, request_id: str | None) -> AsyncIterator[b
             framed = b"".join(sse.encode(out) for event in burst for out in stream.feed(event))
             if ends(burst):
                 yield Last(framed)
-            elif framed:
-                yield framed
+            else:
+                yield framed  # (empty as well: one chunk per burst, the first one at once)
     except ApiError as exc:
         # The status line has gone out already: a failure now travels as an error event.
         yield b"event: error\ndata: " + orjson.dumps(error_envelope(exc.error_type, exc.message, request_id)) + b"\n\n"

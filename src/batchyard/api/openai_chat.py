@@ -48,8 +48,8 @@ async def _chunks(events: MessageStream, call: openai_chat.ChatRequest) -> Async
             if ends(burst):
                 ended = True
                 yield Last(b"".join(framed) + DONE)
-            elif framed:
-                yield b"".join(framed)
+            else:
+                yield b"".join(framed)  # (empty as well: one chunk per burst, the first one at once)
     except ApiError as exc:
         # The status line has gone out already: OpenAI's streams carry a failure as a data
         # line with an `error` object, which the openai SDK raises as an APIError.

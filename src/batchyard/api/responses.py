@@ -67,7 +67,12 @@ class ClosingStreamingResponse(StreamingResponse):
     also when the client left before the first chunk (then the body iterator was never
     started, and its own ``finally`` never runs). With ``ping``, those bytes go out after
     ``ping_interval`` seconds in which nothing did (a quiet upstream), to keep proxies
-    from closing the connection."""
+    from closing the connection.
+
+    The body's first chunk must be ready at once (a stream's first burst is in hand
+    before its response starts; an empty chunk is sent as nothing): the watch for the
+    client leaving starts after it, so a reply that was complete by then (one ``Last``
+    chunk) costs no watcher at all."""
 
     def __init__(
         self,
@@ -118,35 +123,49 @@ class ClosingStreamingResponse(StreamingResponse):
                 state.left = True
                 streaming.cancel()
 
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        watcher = loop.create_task(watch())
+        watcher: asyncio.Task[None] | None = None
+
+        def start_watching() -> None:
+            nonlocal watcher
+            watcher = loop.create_task(watch())
+
         try:
-            await self._send_body(send, state, loop)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await self._send_body(send, state, loop, start_watching)
         except asyncio.CancelledError:
             if not state.left:
                 raise
             streaming.uncancel()  # the client left: the end of this stream, not of the server
         finally:
             state.done = True
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             await self._on_close()
         if self.background is not None:
             await self.background()
 
-    async def _send_body(self, send: Send, state: _StreamState, loop: asyncio.AbstractEventLoop) -> None:
+    async def _send_body(
+        self, send: Send, state: _StreamState, loop: asyncio.AbstractEventLoop, start_watching: Callable[[], None]
+    ) -> None:
         ended = False
+        first = True
         async for chunk in self.body_iterator:
             if ended:
                 continue  # after the Last chunk: run the iterator out, send nothing more
-            body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
             if isinstance(chunk, Last):
                 # The response is complete with this write: no ping may follow it, and the
                 # disconnect the server reports from now on is not the client leaving.
                 ended = state.done = True
-            state.sending = True
-            await send({"type": "http.response.body", "body": body, "more_body": not ended})
-            state.sending = False
-            state.last_sent = loop.time()
+            if chunk or ended:
+                body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
+                state.sending = True
+                await send({"type": "http.response.body", "body": body, "more_body": not ended})
+                state.sending = False
+                state.last_sent = loop.time()
+            if first:
+                first = False
+                if not ended:
+                    start_watching()
         if not ended:
             state.done = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
