@@ -291,7 +291,7 @@ def _picked(query: Any) -> Any:
     return query.cte("picked").prefix_with("MATERIALIZED")
 
 
-def _to_close(now: int) -> tuple[Any, ...]:
+def _to_close(now: Any) -> tuple[Any, ...]:
     """Open batches the sweeper must close: canceling, or past their expiry."""
     return (B.c.processing_status != "ended", (B.c.processing_status == "canceling") | (B.c.expires_at <= now))
 
@@ -845,21 +845,30 @@ class BatchStore:
 
     async def sweep_needed(self, now: int, archive_cutoff: int | None) -> bool:
         """One cheap read: is there anything for the sweeper to do? (An idle database is
-        asked this and nothing more.)"""
+        asked this and nothing more: built and compiled once, it costs the loop a database
+        round trip; built each time, five EXISTS clauses cost it milliseconds.)"""
+        archive = archive_cutoff is not None
+        statement = self.db.statement(
+            "sweep_needed_with_archive" if archive else "sweep_needed", lambda: self._sweep_checks(archive)
+        )
+        async with self.db.read() as conn:
+            (row,) = (await statement.execute(conn, {"now": now, "at": now, "cutoff": archive_cutoff or 0})).all()
+        return any(row)
+
+    def _sweep_checks(self, archive: bool) -> Any:
         checks = [
-            exists().where(R.c.state == RequestState.RUNNING, R.c.lease_expires_at < self._db_now()),
-            exists().where(*_to_close(now)),
+            exists().where(R.c.state == RequestState.RUNNING, R.c.lease_expires_at < self._now()),
+            exists().where(*_to_close(bindparam("at", type_=BigInteger))),
             exists().where(*_unfinalized()),
         ]
-        if archive_cutoff is not None:
+        if archive:
+            cutoff = bindparam("cutoff", type_=BigInteger)
             checks.append(
-                exists().where(B.c.archived_at.is_(None), B.c.processing_status == "ended", B.c.created_at <= archive_cutoff)
+                exists().where(B.c.archived_at.is_(None), B.c.processing_status == "ended", B.c.created_at <= cutoff)
             )
             # rows an interrupted archive sweep left behind
             checks.append(exists().where(B.c.archived_at.is_not(None), exists().where(R.c.batch_id == B.c.id)))
-        async with self.db.read() as conn:
-            row = (await conn.execute(select(*[c.label(f"c{i}") for i, c in enumerate(checks)]))).one()
-        return any(row)
+        return select(*[c.label(f"c{i}") for i, c in enumerate(checks)])
 
     async def recover_leases(
         self, decide: Callable[[LostLease], FinishedRequest], *, every_running: bool = False, chunk: int = 5000
