@@ -11,11 +11,18 @@ connections the ideal is 64 / 0.05 = 1,280 req/s.
     .venv/bin/python bench/bench_proxy.py
     .venv/bin/python bench/bench_proxy.py --workers 1 2 --seconds 10
     .venv/bin/python bench/bench_proxy.py --src /tmp/before/src      # before (other tree) and after
+    .venv/bin/python bench/bench_proxy.py --direct                    # and the upstream without batchyard
+
+``--direct`` adds, for the 50 ms upstream, what its ceiling is without batchyard in front:
+wrk straight at it, and a bare aiohttp loop (batchyard's upstream client, one session,
+the same connections) straight at it: the most a proxy built on that client could reach
+on this machine, whatever it did itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -23,8 +30,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 HERE = Path(__file__).resolve().parent
@@ -114,6 +123,55 @@ def run(label: str, src: str | None, workers: int, upstreams: dict[int, str], ar
     return rows
 
 
+def direct(upstreams: dict[int, str], args: argparse.Namespace) -> list[dict]:  # type: ignore[type-arg]
+    """The upstreams with nothing in front: wrk, then a bare aiohttp loop."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for latency, url in upstreams.items():
+            if not latency:
+                continue
+            for stream in (False, True):
+                body = {"model": "bench", "max_tokens": 16, "messages": [{"role": "user", "content": "Hello"}]}
+                if stream:
+                    body["stream"] = True
+                script = Path(tmp) / "direct.lua"
+                script.write_text(LUA.format(body=json.dumps(body)))
+                for connections in args.connections:
+                    target = f"{url}/v1/chat/completions"
+                    wrk(target, script, connections, 1)
+                    _, rate, _ = wrk(target, script, connections, args.seconds)
+                    bare = asyncio.run(bare_aiohttp(target, json.dumps(body).encode(), connections, args.seconds))
+                    for code, value in (("direct: wrk", rate), ("direct: bare aiohttp", bare)):
+                        rows.append(
+                            {
+                                "code": code, "workers": "-", "upstream_ms": latency, "answer": "sse" if stream else "json",
+                                "connections": connections, "req_per_s": round(value), "cpu_ms_per_call": None, "non_2xx": 0,
+                                "of_ideal": round(value / (connections / (latency / 1000)), 2),
+                            }
+                        )  # fmt: skip
+                        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+async def bare_aiohttp(url: str, body: bytes, connections: int, seconds: float) -> float:
+    """Calls per second of ``connections`` loops posting ``body`` through one session."""
+    done = 0
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=0)) as session:
+        end = time.monotonic() + seconds
+
+        async def loop() -> None:
+            nonlocal done
+            while time.monotonic() < end:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                done += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(loop() for _ in range(connections)))
+        return done / (time.monotonic() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -121,6 +179,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--latencies", type=int, nargs="+", default=[0, 50])
     parser.add_argument("--src", default=None, help="also run this source tree (PYTHONPATH) first: before/after")
+    parser.add_argument("--direct", action="store_true", help="also measure the 50 ms upstream with nothing in front")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -133,7 +192,7 @@ def main() -> None:
             procs.append(proc)
             upstreams[latency] = url
         variants = ([("before", args.src)] if args.src else []) + [("after", None)]
-        rows = []
+        rows = direct(upstreams, args) if args.direct else []
         for workers in args.workers:
             for label, src in variants:
                 rows += run(label, src, workers, upstreams, args)
@@ -144,7 +203,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ideal = "" if r["of_ideal"] is None else f"{r['of_ideal']:.2f}"
-        print(f"| {r['code']} | {r['workers']} | {r['upstream_ms']} ms | {r['answer']} | {r['connections']} | {r['req_per_s']:,} | {r['cpu_ms_per_call']:.3f} | {ideal} |")
+        cpu = "" if r["cpu_ms_per_call"] is None else f"{r['cpu_ms_per_call']:.3f}"
+        print(f"| {r['code']} | {r['workers']} | {r['upstream_ms']} ms | {r['answer']} | {r['connections']} | {r['req_per_s']:,} | {cpu} | {ideal} |")
 
 
 if __name__ == "__main__":
