@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import AsyncIterator
 
 from batchyard.api.messages import SSE_HEADERS, _sse
-from batchyard.api.responses import ClosingStreamingResponse
+from batchyard.api.responses import ClosingStreamingResponse, Last
 from batchyard.backends.router import Router
 from batchyard.engine.dispatcher import make_limiters
 from batchyard.messages import Messages
@@ -86,3 +87,58 @@ def test_a_reply_ready_at_once_goes_out_in_one_write_with_the_end_of_the_respons
     names = [line.split(b": ", 1)[1] for line in body.split(b"\n") if line.startswith(b"event: ")]
     assert names[0] == b"message_start" and names[-2:] == [b"message_delta", b"message_stop"]
     assert (active, calls) == (0, 1)
+
+
+def test_pings_wait_for_a_slow_client_instead_of_spinning() -> None:
+    """A quiet stream gets a ping each interval; while a write to a slow client is under
+    way there is none on top of it, and the watcher waits an interval before it looks
+    again (it must not wake on every turn of the loop until the write is done)."""
+
+    async def scenario() -> tuple[int, list[bytes]]:
+        release = asyncio.Event()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first"
+            await asyncio.sleep(0.35)  # a quiet upstream: pings go out
+            yield b"second"  # this write blocks: the client reads nothing for a while
+            yield Last(b"last")
+
+        async def done() -> None:
+            return None
+
+        response = ClosingStreamingResponse(
+            body(), on_close=done, ping=b": ping\n\n", ping_interval=0.05, media_type="text/event-stream"
+        )
+        receives = 0
+        sent: list[bytes] = []
+        complete = asyncio.Event()
+
+        async def receive() -> dict[str, str]:
+            nonlocal receives
+            receives += 1
+            await complete.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] != "http.response.body":
+                return
+            chunk = message["body"]
+            assert isinstance(chunk, bytes)
+            sent.append(chunk)
+            if chunk == b"second":
+                asyncio.get_running_loop().call_later(0.5, release.set)
+                await release.wait()  # paused writing: the client is not reading
+            if not message["more_body"]:
+                complete.set()
+
+        scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "method": "POST", "path": "/v1/messages"}
+        await response(scope, receive, send)
+        return receives, sent
+
+    receives, sent = asyncio.run(scenario())
+    assert sent[0] == b"first" and sent[-2:] == [b"second", b"last"]
+    pings = sent[1:-2]
+    assert pings and set(pings) == {b": ping\n\n"}  # the quiet 0.35 s: pings, and only pings
+    # Waking on every turn of the loop during the 0.5 s write would be thousands of calls;
+    # one per interval is about 17 in all.
+    assert receives < 60, receives

@@ -101,21 +101,31 @@ class ClosingStreamingResponse(StreamingResponse):
         state = _StreamState(loop.time())
 
         async def watch() -> None:
+            interval = self._ping_interval
+            check_at = state.last_sent + interval
             while True:
                 if self._ping is None:
                     message = await receive()
                 else:
                     try:
-                        async with asyncio.timeout_at(state.last_sent + self._ping_interval):
+                        async with asyncio.timeout_at(check_at):
                             message = await receive()
                     except TimeoutError:
-                        if not state.sending and loop.time() - state.last_sent >= self._ping_interval:
+                        now = loop.time()
+                        if state.done:
+                            return
+                        if now - state.last_sent < interval:
+                            check_at = state.last_sent + interval  # bytes went out meanwhile
+                        elif state.sending:
+                            check_at = now + interval  # a slow client: no ping on top of a send
+                        else:
                             state.sending = True
                             try:
                                 await send({"type": "http.response.body", "body": self._ping, "more_body": True})
                             finally:
                                 state.sending = False
                                 state.last_sent = loop.time()
+                            check_at = state.last_sent + interval
                         continue
                 if message["type"] == "http.disconnect":
                     break
