@@ -151,7 +151,7 @@ class WebhookEndpointConfig(_Strict):
 
 class ServerLimits(_Strict):
     max_message_bytes: int = 32 * 1024 * 1024
-    stream_ping_interval: float = 10.0  # seconds of silence in a stream before a ping
+    stream_ping_interval: float = Field(default=10.0, gt=0)  # seconds of silence in a stream before a ping
     header_timeout: float = Field(default=10.0, gt=0)  # seconds to receive a request's headers
     body_timeout: float = Field(default=30.0, gt=0)  # seconds of silence allowed while a body arrives
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from batchyard.api.messages import SSE_HEADERS, _sse
 from batchyard.api.responses import ClosingStreamingResponse, Last
+from batchyard.backends.base import Backend, GenerateRequest
 from batchyard.backends.router import Router
 from batchyard.engine.dispatcher import make_limiters
 from batchyard.messages import Messages
@@ -142,3 +143,95 @@ def test_pings_wait_for_a_slow_client_instead_of_spinning() -> None:
     # Waking on every turn of the loop during the 0.5 s write would be thousands of calls;
     # one per interval is about 17 in all.
     assert receives < 60, receives
+
+
+def test_no_ping_goes_out_after_the_end_of_the_response() -> None:
+    """A ping waiting on a slow client, and then the last chunk waiting behind it: whichever
+    the server lets through first, the end of the response is the last write (uvicorn
+    refuses any after it)."""
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        waiting: list[asyncio.Future[None]] = []
+        sent: list[bytes] = []
+        late: list[bytes] = []
+        complete = asyncio.Event()
+        reading_from = asyncio.get_running_loop().time() + 0.35
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"first"
+            await asyncio.sleep(0.2)  # quiet: a ping is due, and the client stops reading
+            yield Last(b"end")
+            await asyncio.sleep(0.1)  # the run-out after the end suspends too
+
+        async def done() -> None:
+            return None
+
+        response = ClosingStreamingResponse(
+            body(), on_close=done, ping=b": ping\n\n", ping_interval=0.05, media_type="text/event-stream"
+        )
+
+        async def receive() -> dict[str, str]:
+            await complete.wait()
+            return {"type": "http.disconnect"}
+
+        def reads_again() -> None:
+            for gate in reversed(waiting):  # the last write to wait goes first
+                gate.set_result(None)
+            waiting.clear()
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] != "http.response.body":
+                return
+            chunk = message["body"]
+            assert isinstance(chunk, bytes)
+            loop = asyncio.get_running_loop()
+            if not sent:
+                loop.call_later(0.35, reads_again)  # the client stops reading until then
+            elif loop.time() < reading_from:
+                gate = loop.create_future()
+                waiting.append(gate)
+                await gate
+            (late if complete.is_set() else sent).append(chunk)
+            if not message["more_body"]:
+                complete.set()
+
+        scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "method": "POST", "path": "/v1/messages"}
+        await asyncio.wait_for(response(scope, receive, send), 5)
+        await asyncio.sleep(0.1)
+        return sent, late
+
+    sent, late = asyncio.run(scenario())
+    assert late == []
+    assert sent[0] == b"first" and sent[-1] == b"end" and set(sent[1:-1]) <= {b": ping\n\n"}
+
+
+def test_a_backend_stream_closed_early_runs_its_own_cleanup_before_the_slot_is_freed() -> None:
+    """The default ``stream_bursts`` wraps ``stream()``: closed at a burst (the client left
+    while its write waited), it closes that stream at once, so a backend's own cleanup (a
+    local model told to stop) runs before the route's slot goes to the next request."""
+    order: list[str] = []
+
+    class Stepping(Backend):
+        name = "stepping"
+
+        async def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, object]]:
+            try:
+                for number in range(100):
+                    yield {"type": "ping", "n": number}
+                    await asyncio.sleep(0)
+            finally:
+                order.append("backend cleaned up")
+
+    async def scenario() -> None:
+        backend = Stepping(Route(id="*", backend="simulator"))
+        bursts = backend.stream_bursts(None)  # type: ignore[arg-type]
+        assert await anext(bursts) == [{"type": "ping", "n": 0}]
+        await bursts.aclose()  # as MessageStream.aclose does, just before the slot is freed
+        order.append("slot freed")
+
+    gc.disable()  # no help from the collector
+    try:
+        asyncio.run(scenario())
+    finally:
+        gc.enable()
+    assert order == ["backend cleaned up", "slot freed"]

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..protocol.errors import ApiError
 from .surfaces import Surface, surface_of
@@ -116,15 +116,14 @@ class ClosingStreamingResponse(StreamingResponse):
                             return
                         if now - state.last_sent < interval:
                             check_at = state.last_sent + interval  # bytes went out meanwhile
-                        elif state.sending:
-                            check_at = now + interval  # a slow client: no ping on top of a send
+                        elif writing.locked():
+                            check_at = now + interval  # a slow client: no ping on top of a write
                         else:
-                            state.sending = True
-                            try:
+                            async with writing:
+                                if state.done:  # (the last chunk went out while this waited)
+                                    return
                                 await send({"type": "http.response.body", "body": self._ping, "more_body": True})
-                            finally:
-                                state.sending = False
-                                state.last_sent = loop.time()
+                            state.last_sent = loop.time()
                             check_at = state.last_sent + interval
                         continue
                 if message["type"] == "http.disconnect":
@@ -134,9 +133,11 @@ class ClosingStreamingResponse(StreamingResponse):
                 streaming.cancel()
 
         watcher: asyncio.Task[None] | None = None
+        writing = asyncio.Lock()  # one write at a time once pings may go out beside the body
 
         def start_watching() -> None:
             nonlocal watcher
+            state.writing = writing
             watcher = loop.create_task(watch())
 
         try:
@@ -168,9 +169,7 @@ class ClosingStreamingResponse(StreamingResponse):
                 ended = state.done = True
             if chunk or ended:
                 body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
-                state.sending = True
-                await send({"type": "http.response.body", "body": body, "more_body": not ended})
-                state.sending = False
+                await self._write(send, state, {"type": "http.response.body", "body": body, "more_body": not ended})
                 state.last_sent = loop.time()
             if first:
                 first = False
@@ -178,14 +177,24 @@ class ClosingStreamingResponse(StreamingResponse):
                     start_watching()
         if not ended:
             state.done = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await self._write(send, state, {"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _write(send: Send, state: _StreamState, message: Message) -> None:
+        """A write of the body; after a ping under way, when pings may go out (the server
+        may hold either until a slow client drains, and the end must come last)."""
+        if state.writing is None:
+            await send(message)
+        else:
+            async with state.writing:
+                await send(message)
 
 
 class _StreamState:
-    __slots__ = ("last_sent", "sending", "done", "left")
+    __slots__ = ("last_sent", "writing", "done", "left")
 
     def __init__(self, now: float) -> None:
         self.last_sent = now  # the loop's clock when bytes last went out
-        self.sending = False  # a send is under way (a slow client: no ping on top of it)
+        self.writing: asyncio.Lock | None = None  # held by a write, once the watcher may ping
         self.done = False  # the body is all out (or the stream ended): no more pings, no cancel
         self.left = False  # the client left: the stream was cancelled for it

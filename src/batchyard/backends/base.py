@@ -98,8 +98,16 @@ class Backend:
         an upstream, a finished reply): each burst is one write to the client. A backend
         that reads its events in batches overrides this (and ``stream`` becomes
         ``events_of(self.stream_bursts(req))``); by default each event is a burst alone."""
-        async for event in self.stream(req):
-            yield [event]
+        events = self.stream(req)
+        try:
+            async for event in events:
+                yield [event]
+        finally:
+            # Closed early (the client left), the stream closes now, not when the collector
+            # finds it: its own cleanup (stopping a local model) comes before the slot is freed.
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def count_tokens(self, request: CountTokensRequest | MessageCreateRequest) -> int:
         raise NotImplementedError
