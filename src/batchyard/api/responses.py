@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ..protocol.errors import ApiError
 from .surfaces import Surface, surface_of
@@ -116,10 +116,10 @@ class ClosingStreamingResponse(StreamingResponse):
                             return
                         if now - state.last_sent < interval:
                             check_at = state.last_sent + interval  # bytes went out meanwhile
-                        elif writing.locked():
+                        elif state.writing.locked():
                             check_at = now + interval  # a slow client: no ping on top of a write
                         else:
-                            async with writing:
+                            async with state.writing:
                                 if state.done:  # (the last chunk went out while this waited)
                                     return
                                 await send({"type": "http.response.body", "body": self._ping, "more_body": True})
@@ -133,11 +133,9 @@ class ClosingStreamingResponse(StreamingResponse):
                 streaming.cancel()
 
         watcher: asyncio.Task[None] | None = None
-        writing = asyncio.Lock()  # one write at a time once pings may go out beside the body
 
         def start_watching() -> None:
             nonlocal watcher
-            state.writing = writing
             watcher = loop.create_task(watch())
 
         try:
@@ -169,7 +167,8 @@ class ClosingStreamingResponse(StreamingResponse):
                 ended = state.done = True
             if chunk or ended:
                 body = chunk if isinstance(chunk, bytes | memoryview) else chunk.encode(self.charset)
-                await self._write(send, state, {"type": "http.response.body", "body": body, "more_body": not ended})
+                async with state.writing:
+                    await send({"type": "http.response.body", "body": body, "more_body": not ended})
                 state.last_sent = loop.time()
             if first:
                 first = False
@@ -177,17 +176,8 @@ class ClosingStreamingResponse(StreamingResponse):
                     start_watching()
         if not ended:
             state.done = True
-            await self._write(send, state, {"type": "http.response.body", "body": b"", "more_body": False})
-
-    @staticmethod
-    async def _write(send: Send, state: _StreamState, message: Message) -> None:
-        """A write of the body; after a ping under way, when pings may go out (the server
-        may hold either until a slow client drains, and the end must come last)."""
-        if state.writing is None:
-            await send(message)
-        else:
             async with state.writing:
-                await send(message)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class _StreamState:
@@ -195,6 +185,6 @@ class _StreamState:
 
     def __init__(self, now: float) -> None:
         self.last_sent = now  # the loop's clock when bytes last went out
-        self.writing: asyncio.Lock | None = None  # held by a write, once the watcher may ping
+        self.writing = asyncio.Lock()  # held by each write: a ping never goes out beside the body's
         self.done = False  # the body is all out (or the stream ended): no more pings, no cancel
         self.left = False  # the client left: the stream was cancelled for it

@@ -12,7 +12,7 @@ SDK takes it, e.g. ``https://api.anthropic.com``; or a list), ``api_key`` or
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ from ..protocol.ids import new_message_id
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
 from ..protocol.responses import ServiceTier
 from ..protocol.stream_repair import StreamCutShort, StreamRepair
-from .base import BackendError, GenerateRequest, events_of
+from .base import BackendError, GenerateRequest
 from .simulator import count_input_tokens
 from .upstream import (
     KNOWN_ERROR_TYPES,
@@ -102,9 +102,6 @@ class AnthropicBackend(HttpBackend):
             raise BackendError(502, "the upstream's answer is not a Message", error_type="api_error")
         model = req.request.model if self.options.model else None
         return normalize_message(payload, model, req.service_tier)
-
-    def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
-        return events_of(self.stream_bursts(req))
 
     async def stream_bursts(self, req: GenerateRequest) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The events of each network read together, normalized and repaired."""

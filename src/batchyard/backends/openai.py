@@ -10,14 +10,14 @@ The translation itself is in :mod:`.openai_translate`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
 from pydantic import Field
 
 from ..protocol.messages import CountTokensRequest, MessageCreateRequest
-from .base import BackendError, GenerateRequest, events_of
+from .base import BackendError, GenerateRequest
 from .openai_translate import Reasoning, StreamTranslator, from_chat_completion, to_chat_completion
 from .simulator import count_input_tokens
 from .upstream import HttpBackend, HttpBackendOptions, error_from_response, json_or_none, post_stream, sse_bursts
@@ -69,9 +69,6 @@ class OpenAIBackend(HttpBackend):
         if "model" in payload:
             payload["model"] = asked  # the name the client knows, not the upstream's
         return payload
-
-    def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
-        return events_of(self.stream_bursts(req))
 
     async def stream_bursts(self, req: GenerateRequest) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The translated events of each network read together."""

@@ -33,7 +33,7 @@ from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from ..routes import Route
-from .base import Backend, BackendError, BackendOptions
+from .base import Backend, BackendError, BackendOptions, GenerateRequest, events_of
 
 FAILURES_BEFORE_BENCH = 3
 BENCH_FIRST = 1.0
@@ -212,6 +212,10 @@ class HttpBackend(Backend):
     async def close(self) -> None:
         if self.pool is not None:
             await self.pool.close()
+
+    def stream(self, req: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+        """An upstream stream is read in bursts (``stream_bursts``); this is its events one by one."""
+        return events_of(self.stream_bursts(req))
 
     async def post_json(
         self, path: str, body: bytes, headers: dict[str, str], *, passthrough: tuple[int, ...] = ()
